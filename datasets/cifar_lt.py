@@ -1,0 +1,167 @@
+"""CIFAR-10-LT and CIFAR-100-LT (Cao et al. 2019), read from the standard CIFAR python files.
+
+The files live under --data-root in torchvision's layout (``cifar-10-batches-py/``,
+``cifar-100-python/``); they are downloaded through torchvision when missing and the network allows.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ltbench.benchmark import Benchmark, lt_counts
+from ltbench.errors import LtbenchError
+from ltbench.registry import benchmarks
+
+if TYPE_CHECKING:
+    from ltbench.data import Splits
+
+
+def lt_indices(labels: np.ndarray, counts: list[int], subset: str, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the LT training subset and of the validation split carved from the images it
+    left unused.
+
+    subset "cao": with numpy seed 0, each class's indices (classes in label order) are shuffled and
+    the first n_i kept (Cao et al.'s code); "first": the first n_i images of each class in file
+    order (the WB authors' code). Validation takes up to ``val_per_class`` of the images that follow
+    in the same order, so it never overlaps the training subset.
+    """
+    rng = np.random.RandomState(0)
+    train, val = [], []
+    for c, n in enumerate(counts):
+        idx = np.where(labels == c)[0]
+        if subset == "cao":
+            rng.shuffle(idx)
+        train.append(idx[:n])
+        val.append(idx[n:n + val_per_class])
+    return np.concatenate(train), np.concatenate(val)
+
+
+class _CifarLT(Benchmark):
+    in_channels = 3
+    default_backbone = "resnet32"
+    recipe_family = "cifar"
+    choices = {"subset": ("cao", "first")}
+    folder: ClassVar[str]
+    train_files: ClassVar[list[str]]
+    test_files: ClassVar[list[str]]
+    label_key: ClassVar[str]
+    n_max: ClassVar[int]
+    mean: ClassVar[tuple[float, float, float]]
+    std: ClassVar[tuple[float, float, float]]
+    tv_class: ClassVar[str]
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        super().check_params(params)
+        if not params["imbalance"] >= 1:
+            raise LtbenchError(f"{self.name}: imbalance ratio {params['imbalance']:g} is below 1; "
+                               "it is n_max / n_min, e.g. --imbalance 100.")
+        if params["val_per_class"] < 0:
+            raise LtbenchError(f"{self.name}: data.val_per_class={params['val_per_class']} must not be negative.")
+
+    def label(self, params: dict[str, Any]) -> str:
+        text = f"{self.title} IR{params['imbalance']:g}"
+        return text + (" (first-n subset)" if params["subset"] == "first" else "")
+
+    def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with open(path, "rb") as f:
+                d = pickle.load(f, encoding="latin1")
+            data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(d[self.label_key], dtype=np.int64)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise LtbenchError(
+                f"{path} is not a readable CIFAR python file ({type(exc).__name__}: {exc}). Delete it and "
+                f"download the python version of {self.title[:-3]} again (or let ltbench download it)."
+            ) from exc
+        if len(data) != len(labels) or (len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes)):
+            raise LtbenchError(f"{path}: {len(data)} images, {len(labels)} labels, label range "
+                               f"{labels.min() if len(labels) else '-'}..{labels.max() if len(labels) else '-'}; "
+                               f"expected one label in 0..{self.num_classes - 1} per image. Re-download the file.")
+        return data, labels
+
+    def _files(self, root: Path, download: bool) -> Path:
+        folder = root / self.folder
+        missing = [f for f in self.train_files + self.test_files if not (folder / f).is_file()]
+        if not missing:
+            return folder
+        reason = "downloading is off (--no-download)"
+        if download:
+            import torchvision
+
+            try:
+                for train in (True, False):
+                    getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
+                return folder
+            except Exception as exc:  # no network, a refused host, a bad archive...
+                reason = f"the download failed ({type(exc).__name__}: {exc})"
+        raise LtbenchError(
+            f"{self.title[:-3]} files not found: {folder} lacks {', '.join(missing)}, and {reason}. "
+            f"Put the python version of {self.title[:-3]} there (the extracted folder {self.folder}/ of "
+            f"{self.folder.replace('-batches', '')}.tar.gz from the CIFAR site), or point --data-root at the "
+            f"directory that contains {self.folder}/."
+        )
+
+    def load(self, params: dict[str, Any], data_root: Path, download: bool = True) -> Splits:
+        import torch
+
+        from ltbench.data import Augment, ImageSet, ShotRule, Splits
+
+        folder = self._files(Path(data_root), download)
+        parts = [self._read(folder / f) for f in self.train_files]
+        x_train = np.concatenate([p[0] for p in parts])
+        y_train = np.concatenate([p[1] for p in parts])
+        x_test, y_test = self._read(folder / self.test_files[0])
+        if len(y_train) != self.num_classes * self.n_max:
+            raise LtbenchError(f"{folder}: the training files hold {len(y_train)} images, expected "
+                               f"{self.num_classes * self.n_max}. Re-download {self.folder}.")
+        counts = lt_counts(self.n_max, self.num_classes, params["imbalance"])
+        tr, va = lt_indices(y_train, counts, params["subset"], params["val_per_class"])
+        val_counts = np.bincount(y_train[va], minlength=self.num_classes).tolist()
+        return Splits(
+            train=ImageSet(torch.from_numpy(x_train[tr]), torch.from_numpy(y_train[tr]), "train"),
+            val=ImageSet(torch.from_numpy(x_train[va]), torch.from_numpy(y_train[va]), "val"),
+            test=ImageSet(torch.from_numpy(x_test), torch.from_numpy(y_test), "test"),
+            num_classes=self.num_classes, mean=self.mean, std=self.std, augment=Augment(4, True),
+            shot_rule=ShotRule(100, 20),
+            info={"train_size": int(len(tr)), "val_counts": val_counts,
+                  "val_source": "CIFAR training images unused by the LT subset",
+                  "test_source": "the full CIFAR test set"},
+        )
+
+
+@benchmarks.register()
+class Cifar10LT(_CifarLT):
+    name = "cifar10_lt"
+    title = "CIFAR-10-LT"
+    num_classes = 10
+    params = {"imbalance": 100.0, "subset": "cao", "val_per_class": 100}
+    folder = "cifar-10-batches-py"
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    test_files = ["test_batch"]
+    label_key = "labels"
+    n_max = 5000
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+    tv_class = "CIFAR10"
+
+
+@benchmarks.register()
+class Cifar100LT(_CifarLT):
+    name = "cifar100_lt"
+    title = "CIFAR-100-LT"
+    num_classes = 100
+    params = {"imbalance": 100.0, "subset": "cao", "val_per_class": 20}
+    folder = "cifar-100-python"
+    train_files = ["train"]
+    test_files = ["test"]
+    label_key = "fine_labels"
+    n_max = 500
+    mean = (0.5071, 0.4865, 0.4409)
+    std = (0.2673, 0.2564, 0.2762)
+    tv_class = "CIFAR100"

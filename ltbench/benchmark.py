@@ -1,0 +1,47 @@
+"""The interface a benchmark plugin implements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import LtbenchError
+
+if TYPE_CHECKING:
+    from .data import Splits
+
+
+class Benchmark:
+    """A benchmark: a name, its parameters (with defaults), how to label an instance of it, and how
+    to load its splits. Subclasses register with ``@benchmarks.register()``."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # human name, e.g. "CIFAR-100-LT"
+    num_classes: ClassVar[int]
+    in_channels: ClassVar[int] = 3
+    default_backbone: ClassVar[str]
+    recipe_family: ClassVar[str]  # key into the recipe tables ("cifar", "digits", ...)
+    params: ClassVar[dict[str, Any]] = {}  # benchmark parameters and their defaults
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # allowed values of enumerated parameters
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Reject impossible parameter values before anything runs (raise LtbenchError)."""
+        for key, allowed in self.choices.items():
+            if key in params and params[key] not in allowed:
+                raise LtbenchError(
+                    f"{self.name}: data.{key}={params[key]!r} is not one of {', '.join(map(repr, allowed))}."
+                )
+
+    def label(self, params: dict[str, Any]) -> str:
+        """The column header of this benchmark instance in tables."""
+        return self.title
+
+    def load(self, params: dict[str, Any], data_root: Path, download: bool = True) -> Splits:
+        raise NotImplementedError
+
+
+def lt_counts(n_max: int, num_classes: int, imbalance: float) -> list[int]:
+    """Per-class counts of the exponential long tail of Cao et al. 2019, computed as their code does:
+    n_i = int(n_max * (1/IR) ** (i / (C - 1)))."""
+    factor = 1.0 / imbalance
+    return [int(n_max * (factor ** (i / (num_classes - 1.0)))) for i in range(num_classes)]

@@ -1,0 +1,193 @@
+"""The `ltbench` command line. torch is imported only by the commands that train."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from .errors import LtbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="ltbench: long-tailed recognition benchmarks (weight balancing and its baselines).")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_RESULTS = Path(os.environ.get("LTBENCH_RESULTS", "results"))
+DEFAULT_BENCHMARK = "digits_lt"
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an LtbenchError into one clear line on stderr and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LtbenchError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _split(text)] or [0]
+    except ValueError:
+        raise LtbenchError(f"--seed {text!r}: expected integers separated by commas, e.g. --seed 0,1,2.") from None
+
+
+@app.command("list")
+@user_errors
+def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones or all")) -> None:
+    """Show the registered methods, benchmarks and backbones, where each comes from, and its defaults."""
+    from tabulate import tabulate
+
+    from .registry import backbones, benchmarks, methods
+
+    kinds = {"methods": methods, "benchmarks": benchmarks, "backbones": backbones}
+    if kind != "all" and kind not in kinds:
+        raise LtbenchError(f"`ltbench list {kind}`: expected one of methods, benchmarks, backbones, all.")
+    for name in ([kind] if kind != "all" else list(kinds)):
+        rows = []
+        for e in kinds[name].entries():
+            obj = e.obj
+            if name == "methods":
+                desc = getattr(obj, "description", "")
+                defaults = f"stages: {', '.join(obj.stages)}; recipe: {obj.default_recipe}"
+            elif name == "benchmarks":
+                desc = f"{obj.title}, {obj.num_classes} classes"
+                defaults = ", ".join(f"{k}={v}" for k, v in obj.params.items()) + f"; backbone: {obj.default_backbone}"
+            else:
+                desc = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
+                defaults = ""
+            rows.append([e.name, desc, defaults, e.origin])
+        print(f"{name}:")
+        print(tabulate(rows, headers=["name", "what", "defaults", "origin"], tablefmt="simple"))
+        print()
+
+
+@app.command()
+@user_errors
+def run(
+    method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated (default: all built-in)"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help=f"benchmark(s), comma-separated (default: {DEFAULT_BENCHMARK})"),
+    backbone: str | None = typer.Option(None, "--backbone", "-b", help="backbone (default: the benchmark's / recipe's)"),
+    imbalance: float | None = typer.Option(None, "--imbalance", help="imbalance ratio n_max/n_min (CIFAR-LT, digits-LT)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="paper | cao | official (default: the method's)"),
+    set_: list[str] = typer.Option([], "--set", help="override a hyperparameter: stage.key=value (repeatable)"),
+    seed: str = typer.Option("0", "--seed", help="seed(s), comma-separated"),
+    epochs: int | None = typer.Option(None, "--epochs", help="epochs of every training stage"),
+    data_root: Path = typer.Option(Path(os.environ.get("LTBENCH_DATA", "data")), "--data-root", help="where the datasets live"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    download: bool = typer.Option(True, "--download/--no-download", help="download missing public datasets"),
+    force: bool = typer.Option(False, "--force", help="rerun runs that are already done"),
+) -> None:
+    """Train and evaluate, then print the comparison table. With no selectors: the built-in methods
+    on the embedded digits-LT benchmark (CPU, no download)."""
+    from .registry import methods as method_registry
+    from .specs import resolve
+
+    method_names = _split(method) or [e.name for e in method_registry.entries() if e.origin.startswith("builtin")]
+    dataset_names = _split(dataset) or [DEFAULT_BENCHMARK]
+    specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s)
+             for d in dataset_names for m in method_names for s in _seeds(seed)]
+    _check_writable(results)
+
+    from .engine import RunOptions, execute
+    from .store import Store
+    from .tables import build_table, render
+
+    store, opts = Store(results), RunOptions(data_root=data_root, device=device, download=download)
+    done = []
+    for i, spec in enumerate(specs, 1):
+        rd = store.run_dir(spec)
+        status = "done, skipped" if rd.is_done() and not force else ("resuming" if rd.checkpoint_file.exists() else "new")
+        err.print(f"[bold]run {i}/{len(specs)}[/bold] {spec.method} on {spec.label()} ({spec.backbone}, recipe "
+                  f"{spec.recipe}, seed {spec.seed}) id {spec.run_id} [{status}]", highlight=False)
+        result = execute(spec, store, opts, force=force)
+        err.print(f"  test top-1 {result['test']['top1']:.2f}  (val class-mean {result['val']['class_mean'] or 0:.2f}, "
+                  f"selected epoch {result['selected']['epoch']} on {result['selected']['rule']}) -> "
+                  f"{rd.path}", highlight=False)
+        done.append(result)
+    table = build_table(done)
+    print(f"\n{table['title']}  (records in {results})")
+    print(render(table, "github"))
+
+
+def _check_writable(results: Path) -> None:
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LtbenchError(f"--results {results}: cannot create it ({exc.strerror}); pass a writable directory.") from None
+    if not os.access(results, os.W_OK | os.X_OK):
+        raise LtbenchError(f"--results {results}: not writable; pass a writable directory.")
+
+
+@app.command()
+@user_errors
+def status(results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root")) -> None:
+    """done / running / unfinished / failed runs in the store."""
+    import json
+
+    from tabulate import tabulate
+
+    from .store import Store
+
+    store = Store(results)
+    rows, counts = [], {}
+    for rd in store.runs():
+        spec = rd.spec()
+        state = rd.state()
+        counts[state] = counts.get(state, 0) + 1
+        epochs = sum(hp["epochs"] for hp in spec["stages"].values())
+        done_epochs = len(rd.metrics())
+        top1 = f"{rd.result()['test']['top1']:.2f}" if state == "done" else ""
+        note = ""
+        if state == "failed":
+            note = json.loads(rd.failed_file.read_text())["error"].strip().splitlines()[-1][:80]
+        rows.append([rd.run_id, spec["benchmark"], spec["method"], spec["seed"], state, f"{done_epochs}/{epochs}", top1, note])
+    if not rows:
+        print(f"no runs in {results}")
+        return
+    print(tabulate(rows, headers=["run", "benchmark", "method", "seed", "state", "epochs", "test top-1", "note"]))
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+@app.command()
+@user_errors
+def table(
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated"),
+    method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated"),
+    fmt: str = typer.Option("github", "--format", help="github | latex | csv | json"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+) -> None:
+    """Comparison table of the finished runs: test top-1 of the selected checkpoint, mean and std over seeds."""
+    from .store import Store
+    from .tables import FORMATS, build_table, done_results, render
+
+    if fmt not in FORMATS:
+        raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
+    t = build_table(done_results(Store(results)), _split(dataset), _split(method))
+    if not t["rows"]:
+        raise LtbenchError(f"no finished runs in {results} match; run some with `ltbench run` first.")
+    if fmt in ("github", "latex"):
+        print(t["title"])
+    print(render(t, fmt))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Benchmark data as the engine sees it.
+
+Small-image benchmarks (CIFAR-LT, digits-LT) live in memory as uint8 tensors; batches are cut,
+cropped, flipped and normalised on the training device with no per-image Python work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ShotRule:
+    """Many / medium / few groups on training counts: many n > many_above, few n < few_below."""
+
+    many_above: int = 100
+    few_below: int = 20
+    name: str = "strict"
+
+    def groups(self, counts: list[int]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+        for c, n in enumerate(counts):
+            key = "many" if n > self.many_above else "few" if n < self.few_below else "medium"
+            out[key].append(c)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "many": f"n > {self.many_above}",
+                "medium": f"{self.few_below} <= n <= {self.many_above}", "few": f"n < {self.few_below}"}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Train-time augmentation of small images: random crop with zero padding, horizontal flip."""
+
+    crop_padding: int = 4
+    flip: bool = True
+
+
+def per_epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The RNG for one epoch's order and augmentation: a pure function of (seed, epoch), so a run
+    resumed from a checkpoint draws exactly what the uninterrupted run drew."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + 17)
+
+
+def sample_indices(labels: torch.Tensor, sampler: str, gen: torch.Generator) -> torch.Tensor:
+    """One epoch of indices (as many as there are samples): a permutation for instance-balanced
+    sampling; class-balanced sampling draws a class uniformly, then an image of that class."""
+    n = labels.numel()
+    if sampler == "instance":
+        return torch.randperm(n, generator=gen)
+    if sampler == "class_balanced":
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        present = torch.nonzero(counts).flatten()
+        starts = torch.cumsum(counts, 0) - counts
+        cls = present[torch.randint(len(present), (n,), generator=gen)]
+        offset = (torch.rand(n, generator=gen) * counts[cls]).long()
+        return order[starts[cls] + offset]
+    raise ValueError(f"unknown sampler {sampler!r}")
+
+
+@dataclass
+class ImageSet:
+    """A split held in memory: uint8 images (N, C, H, W) and int64 labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    name: str = ""
+    _device_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.uint8 or self.x.ndim != 4:
+            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.x.dtype} {tuple(self.x.shape)}")
+        self.y = self.y.long()
+
+    def __len__(self) -> int:
+        return int(self.y.numel())
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._device_cache:
+            self._device_cache[key] = (self.x.to(device), self.y.to(device))
+        return self._device_cache[key]
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.y, minlength=num_classes).tolist()
+
+
+@dataclass
+class Splits:
+    """Everything a run needs to know about one benchmark instance."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Augment
+    shot_rule: ShotRule = ShotRule()
+    select_set: str = "val"  # which split model selection uses ("val", or "test" when labelled so)
+    info: dict[str, Any] = field(default_factory=dict)  # facts recorded in result.json
+
+    @property
+    def class_counts(self) -> list[int]:
+        return self.train.class_counts(self.num_classes)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x.float().div_(255) - mean) / std
+
+    def train_batches(
+        self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device, augment: bool = True
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x_all, y_all = self.train.on(device)
+        idx = sample_indices(self.train.y, sampler, gen)
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size]
+            if len(b) < 2:  # a batch of one breaks batch norm; it is a rounding remainder
+                break
+            x = x_all[b.to(device)]
+            if augment:
+                x = random_crop_flip(x, self.augment, gen)
+            yield self.normalize(x), y_all[b.to(device)]
+
+    def eval_batches(
+        self, split: str, batch_size: int, device: torch.device, flip: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        data: ImageSet = getattr(self, split)
+        x_all, y_all = data.on(device)
+        for start in range(0, len(data), batch_size):
+            x = x_all[start:start + batch_size]
+            if flip:
+                x = x.flip(3)
+            yield self.normalize(x), y_all[start:start + batch_size]
+
+
+def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    """Batched random crop (zero padding ``aug.crop_padding``) and horizontal flip of uint8 images,
+    done on whatever device ``x`` lives on; the random draws come from ``gen`` (CPU)."""
+    n, _, h, w = x.shape
+    p = aug.crop_padding
+    if p > 0:
+        oy = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+        ox = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+        padded = F.pad(x, (p, p, p, p))
+        rows = (oy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+        cols = (ox[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
+        bidx = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if aug.flip:
+        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
+        x = torch.where(mask, x.flip(3), x)
+    return x.contiguous()

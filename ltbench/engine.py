@@ -1,0 +1,276 @@
+"""The engine: owns the training loop of a stage and the life of a run in the store.
+
+Methods only plug in through the hooks of ``ltbench.method.Method``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .backbones import LTModel, build_backbone
+from .data import Splits, per_epoch_generator
+from .errors import LtbenchError
+from .evaluation import accuracy_report, autocast, classifier_norms, predict, to_memory_format
+from .method import Method, StageContext
+from .progress import EpochProgress, console
+from .registry import benchmarks, methods
+from .specs import RunSpec
+from .store import RunDir, Store, atomic_write_json
+
+
+@dataclass
+class RunOptions:
+    """How to run (never part of a spec): where the data is, which device, progress display."""
+
+    data_root: Path = Path(os.environ.get("LTBENCH_DATA", "data"))
+    device: str = "auto"
+    download: bool = True
+    live_progress: bool | None = None  # None: rich bars when stderr is a terminal
+    eval_batch_size: int = 1024
+    extra_env: dict[str, Any] = field(default_factory=dict)
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LtbenchError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto.")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise LtbenchError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N.")
+    return torch.device(name)
+
+
+def lr_factor(hp: dict[str, Any], t: float) -> float:
+    """Learning-rate multiplier at fractional epoch ``t`` (0 <= t < epochs): linear warm-up over
+    ``warmup_epochs``, then cosine decay to 0 or step decay by ``gamma`` at each milestone."""
+    epochs, warm = hp["epochs"], hp["warmup_epochs"]
+    if warm > 0 and t < warm:
+        return (t + 1e-9) / warm if hp["schedule"] != "step" else (math.floor(t) + 1) / warm
+    if hp["schedule"] == "cosine":
+        span = max(epochs - warm, 1e-9)
+        return 0.5 * (1 + math.cos(math.pi * min(t - warm, span) / span))
+    if hp["schedule"] == "step":
+        done = math.floor(t)
+        return hp["gamma"] ** sum(done >= m * epochs for m in hp["milestones"])
+    return 1.0
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import torchvision
+
+    env = {"ltbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "python": platform.python_version(), "host": socket.gethostname(), "git_sha": _git_sha(),
+           "device": str(device), "threads": torch.get_num_threads(),
+           "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _stage_steps(splits: Splits, hp: dict[str, Any]) -> int:
+    n = len(splits.train)
+    full, rest = divmod(n, hp["batch_size"])
+    return full + (1 if rest >= 2 else 0)
+
+
+def _evaluate_for_selection(model: LTModel, splits: Splits, device: torch.device, hp: dict[str, Any],
+                            bs: int) -> tuple[float | None, float | None]:
+    """(val class-mean accuracy, test top-1) after an epoch; test only when selection needs it or
+    the split is small enough to be cheap."""
+    counts = splits.class_counts
+    logits, y = predict(model, splits, "val", device, batch_size=bs)
+    val = accuracy_report(logits, y, counts, splits.shot_rule)["class_mean"] if len(y) else None
+    test = None
+    if hp["select"] == "test" or len(splits.test) <= 20_000:
+        logits, y = predict(model, splits, "test", device, batch_size=bs)
+        test = accuracy_report(logits, y, counts, splits.shot_rule)["top1"]
+    return val, test
+
+
+def train_stage(model: LTModel, method: Method, ctx: StageContext, rd: RunDir, seed: int,
+                opts: RunOptions, title: str) -> dict[str, Any]:
+    """Train one stage with per-epoch checkpoints; returns the selection summary. Resumes from the
+    run directory's checkpoint when there is one."""
+    hp, splits, device = ctx.hp, ctx.splits, ctx.device
+    method.prepare(model, ctx)
+    groups = method.param_groups(model, ctx)
+    for g in groups:
+        g.setdefault("lr", hp["lr"])
+        g["base_lr"] = g["lr"]
+    opt = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"])
+
+    start, best = 0, {"epoch": None, "score": None, "state": None}
+    ck = rd.load_checkpoint()
+    if ck is not None and ck.get("stage") == ctx.stage:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        ctx.state.update(ck.get("method_state", {}))
+        start, best = ck["epoch"], ck["best"]
+        rd.trim_metrics(ctx.stage, start)
+        console.print(f"[dim]{title}: resuming after epoch {start} from {rd.checkpoint_file}[/dim]")
+
+    epochs, steps = hp["epochs"], _stage_steps(splits, hp)
+    bar = EpochProgress(title, epochs, steps, start, opts.live_progress)
+    try:
+        for epoch in range(start, epochs):
+            ctx.epoch = epoch
+            t0 = time.time()
+            model.train()
+            bar.start_epoch(epoch)
+            gen = per_epoch_generator(seed, epoch)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen = 0
+            lr = hp["lr"]
+            for i, (x, y) in enumerate(splits.train_batches(hp["batch_size"], hp["sampler"], gen, device,
+                                                            hp["augment"])):
+                f = lr_factor(hp, epoch + i / steps)
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * f
+                lr = hp["lr"] * f
+                with autocast(device):
+                    logits = model(to_memory_format(x, device)).float()
+                loss = method.loss(logits, y, ctx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                method.after_step(model, ctx)
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                bar.step()
+            mean_loss = float(loss_sum) / max(seen, 1)
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} "
+                                    f"(lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
+            method.after_epoch(model, ctx)
+            t_train = time.time() - t0
+            val, test = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size)
+            score = {"val": val, "test": test, "last": float(epoch)}[hp["select"]]
+            if score is not None and (best["score"] is None or score > best["score"]) and hp["select"] != "last":
+                best = {"epoch": epoch + 1, "score": score,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            row = {"stage": ctx.stage, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                   "train_acc": 100.0 * float(correct) / max(seen, 1), "val_class_mean": val, "test_top1": test,
+                   "time_s": time.time() - t0, "train_s": t_train, "images_per_s": seen / max(t_train, 1e-9)}
+            rd.append_metrics(row)
+            rd.save_checkpoint({"stage": ctx.stage, "epoch": epoch + 1, "model": model.state_dict(),
+                                "optimizer": opt.state_dict(), "best": best, "method_state": ctx.state})
+            rd.heartbeat()
+            bar.end_epoch(epoch, row)
+    finally:
+        bar.close()
+
+    if hp["select"] != "last" and best["state"] is not None:
+        model.load_state_dict(best["state"])
+        selected = {"rule": hp["select"], "epoch": best["epoch"], "score": best["score"]}
+    else:
+        selected = {"rule": "last", "epoch": epochs, "score": None}
+    if hp["select"] == "test":
+        selected["warning"] = "checkpoint selected on the test set (the papers' common practice); not a clean protocol"
+    return selected
+
+
+def final_report(model: LTModel, splits: Splits, device: torch.device, bs: int) -> dict[str, Any]:
+    counts = splits.class_counts
+    out: dict[str, Any] = {}
+    for split in ("val", "test"):
+        logits, y = predict(model, splits, split, device, batch_size=bs)
+        out[split] = accuracy_report(logits, y, counts, splits.shot_rule)
+    if splits.augment.flip:
+        logits, y = predict(model, splits, "test", device, flip_average=True, batch_size=bs)
+        out["test_flip_avg"] = accuracy_report(logits, y, counts, splits.shot_rule)
+    else:
+        out["test_flip_avg"] = None  # the benchmark does not flip images (e.g. digits)
+    out["classifier_norms"] = classifier_norms(model)
+    return out
+
+
+def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) -> dict[str, Any]:
+    """Run a spec to completion (or skip it when done), returning its result record."""
+    rd = store.run_dir(spec)
+    if rd.is_done() and not force:
+        return rd.result()
+    bench = benchmarks.get(spec.benchmark)()
+    method: Method = methods.get(spec.method)()
+    device = resolve_device(opts.device)
+    splits = bench.load(spec.data, Path(opts.data_root), opts.download)  # before any record is written
+    if force and rd.path.exists():
+        if rd.lock_is_live():
+            raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
+        store.remove(rd)
+    rd = store.create(spec)
+    title = f"{spec.method}/{spec.benchmark}/{spec.run_id[:8]}"
+    with rd.locked():
+        rd.failed_file.unlink(missing_ok=True)
+        try:
+            return _run(spec, rd, bench, method, splits, device, opts, title)
+        except NonFiniteLoss as exc:
+            store.remove(rd)
+            raise LtbenchError(f"{title}: {exc}. Nothing was recorded; lower the learning rate "
+                               f"(--set lr=...) or check the data.") from None
+        except (KeyboardInterrupt, LtbenchError):
+            raise  # the checkpoint stays; the next launch resumes
+        except Exception:
+            atomic_write_json(rd.failed_file, {"error": traceback.format_exc(), "time": time.time()})
+            raise
+
+
+def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
+         opts: RunOptions, title: str) -> dict[str, Any]:
+    torch.manual_seed(spec.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    t0 = time.time()
+    records: dict[str, Any] = {}
+    selected: dict[str, Any] = {}
+    for stage in method.stages:
+        ctx = StageContext(stage=stage, hp=spec.stages[stage], splits=splits, device=device,
+                           num_classes=splits.num_classes, class_counts=splits.class_counts)
+        selected = train_stage(model, method, ctx, rd, spec.seed, opts, title)
+        method.finalize(model, ctx)
+        records.update(ctx.record)
+    train_s = time.time() - t0
+    t1 = time.time()
+    report = final_report(model, splits, device, opts.eval_batch_size)
+    result = {
+        "run_id": spec.run_id, "spec": spec.canonical(), "label": bench.label(spec.data),
+        "benchmark": spec.benchmark, "method": spec.method, "backbone": spec.backbone, "recipe": spec.recipe,
+        "seed": spec.seed, "selected": selected, **report,
+        "class_counts": splits.class_counts, "shot_rule": splits.shot_rule.describe(),
+        "groups": {k: len(v) for k, v in splits.shot_rule.groups(splits.class_counts).items()},
+        "data_info": splits.info, "method_record": records,
+        "timings": {"train_s": train_s, "final_eval_s": time.time() - t1},
+        "env": {**environment(device), **opts.extra_env},
+    }
+    atomic_write_json(rd.result_file, result)
+    rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    return result

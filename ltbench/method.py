@@ -1,0 +1,71 @@
+"""The interface a method plugin implements: hooks into the engine's loop, never a loop of its own.
+
+The engine owns epochs, the optimizer, the schedule, AMP, checkpoints and progress. A method says
+what differs: its stages and their hyperparameter defaults, the loss, which parameters train (and
+their weight decay), the sampler (a stage hyperparameter), a per-step and per-epoch hook (e.g.
+MaxNorm projection), and a post-hoc transform of the trained model (e.g. tau-norm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # torch is imported lazily so that `ltbench list/table/status` start fast
+    import torch
+
+    from .data import Splits
+
+
+@dataclass
+class StageContext:
+    """What a method's hooks may read (and, in ``state`` and ``record``, write) during one stage."""
+
+    stage: str
+    hp: dict[str, Any]
+    splits: Splits
+    device: torch.device
+    num_classes: int
+    class_counts: list[int]
+    epoch: int = 0  # 0-based epoch being trained
+    state: dict[str, Any] = field(default_factory=dict)  # method-private tensors (e.g. class weights)
+    record: dict[str, Any] = field(default_factory=dict)  # extra fields for result.json
+
+
+class Method:
+    """Base class: plain cross-entropy with instance-balanced sampling, every parameter trained with
+    the stage's weight decay. Subclasses override only what they change."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ("train",)
+    default_recipe: ClassVar[str] = "paper"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        """Method-specific hyperparameters of a stage (new keys, or overrides of the recipe)."""
+        return {}
+
+    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
+        """Problems with the resolved hyperparameters, as messages; empty when all is well."""
+        return []
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        """Called once before the stage trains (and again on resume, before the checkpoint loads)."""
+
+    def param_groups(self, model: torch.nn.Module, ctx: StageContext) -> list[dict[str, Any]]:
+        params = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": ctx.hp["weight_decay"]}]
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(logits, targets)
+
+    def after_step(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        """Called after every optimizer step."""
+
+    def after_epoch(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        """Called after every epoch, before evaluation and the checkpoint."""
+
+    def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        """Post-hoc transform of the selected model, before the final evaluation."""

@@ -1,0 +1,69 @@
+"""Named training recipes: the common training protocol of one paper or code base, per benchmark
+family. A run's hyperparameters come from the method's defaults, then the recipe, then --set; the
+origin of every value is recorded in spec.json.
+
+Milestones of the step schedule are fractions of the stage's epochs, so --epochs scales them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import LtbenchError
+
+# The stage hyperparameters that the engine understands, with their engine defaults.
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "epochs": 200,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",  # cosine | step | constant
+    "warmup_epochs": 0,
+    "milestones": [0.8, 0.9],  # step schedule: fractions of epochs
+    "gamma": 0.1,  # step schedule: lr factor at each milestone
+    "sampler": "instance",  # instance | class_balanced
+    "select": "val",  # which checkpoint is reported: best on val | best on test (labelled) | last
+    "augment": True,
+}
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "schedule": ("cosine", "step", "constant"),
+    "sampler": ("instance", "class_balanced"),
+    "select": ("val", "test", "last"),
+}
+
+# recipe -> benchmark family -> {"stage": {...}, "data": {...}, "backbone": name}
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        # WB paper, stage 1: SGD 0.9, lr 0.01 cosine, batch 64, 200 epochs (WD comes from the method).
+        "cifar": {"stage": {"epochs": 200, "batch_size": 64, "lr": 0.01, "schedule": "cosine", "weight_decay": 5e-4}},
+        "digits": {"stage": {"epochs": 40, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}},
+    },
+    "cao": {
+        # Cao et al. 2019 (LDAM-DRW code): lr 0.1, batch 128, WD 2e-4, 5 warm-up epochs, x0.01 at 160 and 180 of 200.
+        "cifar": {"stage": {"epochs": 200, "batch_size": 128, "lr": 0.1, "weight_decay": 2e-4, "schedule": "step",
+                            "warmup_epochs": 5, "milestones": [0.8, 0.9], "gamma": 0.01}},
+    },
+    "official": {
+        # The WB authors' public code: ResNet-34 with a CIFAR stem, 320 epochs, first-n_i subset,
+        # checkpoint chosen on the test set.
+        "cifar": {"stage": {"epochs": 320, "batch_size": 64, "lr": 0.01, "schedule": "cosine", "weight_decay": 5e-4,
+                            "select": "test"},
+                  "data": {"subset": "first"}, "backbone": "resnet34_cifar"},
+    },
+}
+
+
+def recipe_for(recipe: str, family: str, benchmark: str) -> dict[str, Any]:
+    if recipe not in RECIPES:
+        raise LtbenchError(f"unknown recipe {recipe!r}; known recipes: {', '.join(sorted(RECIPES))}.")
+    table = RECIPES[recipe]
+    if family not in table:
+        have = sorted(r for r, t in RECIPES.items() if family in t)
+        raise LtbenchError(
+            f"recipe {recipe!r} has no settings for benchmark {benchmark!r}; "
+            f"recipes that do: {', '.join(have) or 'none'} (pick one with --recipe)."
+        )
+    return table[family]

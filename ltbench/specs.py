@@ -1,0 +1,216 @@
+"""Run specs: the frozen, complete description of a run, and its content-addressed id.
+
+Paths, devices, worker counts and cluster settings are never part of a spec, so moving data or
+changing GPUs never orphans a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import PROTOCOL_VERSION
+from .benchmark import Benchmark
+from .errors import LtbenchError
+from .method import Method
+from .recipes import CHOICES, ENGINE_DEFAULTS, recipe_for
+from .registry import backbones, benchmarks, methods
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    benchmark: str
+    data: dict[str, Any]
+    method: str
+    backbone: str
+    recipe: str
+    seed: int
+    stages: dict[str, dict[str, Any]]
+    parent: dict[str, Any] | None = None  # canonical spec of the stage-1 run a decoupled method builds on
+    protocol: int = PROTOCOL_VERSION
+    origins: dict[str, str] = field(default_factory=dict, compare=False)  # not hashed
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol, "benchmark": self.benchmark, "data": self.data, "method": self.method,
+            "backbone": self.backbone, "recipe": self.recipe, "seed": self.seed, "stages": self.stages,
+            "parent": self.parent,
+        }
+
+    @property
+    def run_id(self) -> str:
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        return benchmarks.get(self.benchmark)().label(self.data)
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> RunSpec:
+        return RunSpec(
+            benchmark=d["benchmark"], data=d["data"], method=d["method"], backbone=d["backbone"],
+            recipe=d["recipe"], seed=d["seed"], stages=d["stages"], parent=d.get("parent"),
+            protocol=d.get("protocol", PROTOCOL_VERSION), origins=d.get("origins", {}),
+        )
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: JSON when it parses (numbers, true/false, lists, null), else a bare string;
+    a comma-separated list of numbers is a list."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [parse_value(t) for t in text.split(",")]
+    return text
+
+
+def coerce(where: str, value: Any, default: Any) -> Any:
+    """Give ``value`` the type of ``default`` or explain why it cannot have it."""
+    def bad(kind: str) -> LtbenchError:
+        return LtbenchError(f"{where}={value!r}: expected {kind} (the default is {default!r}).")
+
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise bad("an integer")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if isinstance(default, list):
+        value = value if isinstance(value, list) else [value]
+        if default and all(isinstance(v, (int, float)) for v in default):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise bad("a list of numbers")
+            return [float(v) for v in value]
+        return value
+    if isinstance(default, str):
+        if isinstance(value, (dict, list)):
+            raise bad("a string")
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return value
+
+
+def check_stage(where: str, hp: dict[str, Any]) -> list[str]:
+    """Engine-level range checks of a stage's hyperparameters."""
+    problems = []
+    if hp["epochs"] < 1:
+        problems.append(f"{where}.epochs={hp['epochs']}: must be at least 1")
+    if hp["batch_size"] < 2:
+        problems.append(f"{where}.batch_size={hp['batch_size']}: must be at least 2 (batch norm needs 2 images)")
+    if not hp["lr"] > 0:
+        problems.append(f"{where}.lr={hp['lr']}: must be positive")
+    if not 0 <= hp["momentum"] < 1:
+        problems.append(f"{where}.momentum={hp['momentum']}: must lie in [0, 1)")
+    if hp["weight_decay"] < 0:
+        problems.append(f"{where}.weight_decay={hp['weight_decay']}: must not be negative")
+    if hp["warmup_epochs"] < 0:
+        problems.append(f"{where}.warmup_epochs={hp['warmup_epochs']}: must not be negative")
+    if not 0 < hp["gamma"] <= 1:
+        problems.append(f"{where}.gamma={hp['gamma']}: must lie in (0, 1]")
+    if any(not 0 < m < 1 for m in hp["milestones"]) or hp["milestones"] != sorted(hp["milestones"]):
+        problems.append(f"{where}.milestones={hp['milestones']}: must be increasing fractions of the epochs in (0, 1)")
+    for key, allowed in CHOICES.items():
+        if hp[key] not in allowed:
+            problems.append(f"{where}.{key}={hp[key]!r}: must be one of {', '.join(allowed)}")
+    return problems
+
+
+def parse_sets(sets: list[str]) -> list[tuple[str | None, str, Any, str]]:
+    out = []
+    for item in sets:
+        if "=" not in item:
+            raise LtbenchError(f"--set {item!r}: expected stage.key=value (or key=value), e.g. --set train.lr=0.05.")
+        lhs, _, rhs = item.partition("=")
+        lhs = lhs.strip()
+        stage, _, key = lhs.rpartition(".")
+        if not key or rhs.strip() == "":
+            raise LtbenchError(f"--set {item!r}: expected stage.key=value (or key=value), e.g. --set train.lr=0.05.")
+        out.append((stage or None, key, parse_value(rhs.strip()), item))
+    return out
+
+
+def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe: str | None = None,
+            imbalance: float | None = None, epochs: int | None = None, sets: list[str] | None = None,
+            seed: int = 0) -> RunSpec:
+    """Resolve a run's spec from names and overrides. Raises LtbenchError for anything a user can
+    get wrong, before any data is read or any directory is written."""
+    m: Method = methods.get(method)()
+    b: Benchmark = benchmarks.get(benchmark)()
+    recipe = recipe or m.default_recipe
+    rec = recipe_for(recipe, b.recipe_family, benchmark)
+    origins: dict[str, str] = {}
+
+    data = dict(b.params)
+    for k in data:
+        origins[f"data.{k}"] = "benchmark"
+    for k, v in rec.get("data", {}).items():
+        data[k] = v
+        origins[f"data.{k}"] = f"recipe {recipe}"
+
+    stages: dict[str, dict[str, Any]] = {}
+    for st in m.stages:
+        hp = dict(ENGINE_DEFAULTS)
+        src = dict.fromkeys(hp, "engine")
+        for k, v in rec.get("stage", {}).items():
+            hp[k] = v
+            src[k] = f"recipe {recipe}"
+        for k, v in m.hparams(st, recipe, b.recipe_family).items():
+            hp[k] = v
+            src[k] = f"method {method}"
+        if epochs is not None:
+            hp["epochs"] = epochs
+            src["epochs"] = "--epochs"
+        stages[st] = hp
+        origins.update({f"{st}.{k}": s for k, s in src.items()})
+
+    if imbalance is not None:
+        if "imbalance" not in data:
+            raise LtbenchError(f"--imbalance: benchmark {benchmark!r} has no imbalance ratio parameter.")
+        data["imbalance"] = imbalance
+        origins["data.imbalance"] = "--imbalance"
+    chosen_backbone = backbone or rec.get("backbone") or b.default_backbone
+    origins["backbone"] = "--backbone" if backbone else (f"recipe {recipe}" if rec.get("backbone") else "benchmark")
+
+    for stage, key, value, item in parse_sets(sets or []):
+        if stage is None:
+            holders = [s for s in stages if key in stages[s]] + (["data"] if key in data else [])
+            if len(holders) != 1:
+                known = sorted({f"{s}.{k}" for s in stages for k in stages[s]} | {f"data.{k}" for k in data})
+                if not holders:
+                    raise LtbenchError(f"--set {item!r}: no stage of {method} on {benchmark} has a key {key!r}. "
+                                       f"Known keys: {', '.join(known)}.")
+                raise LtbenchError(f"--set {item!r}: {key!r} exists in {', '.join(holders)}; "
+                                   f"say which, e.g. --set {holders[0]}.{key}=...")
+            stage = holders[0]
+        target = data if stage == "data" else stages.get(stage)
+        if target is None:
+            raise LtbenchError(f"--set {item!r}: {method} has no stage {stage!r}; its stages are "
+                               f"{', '.join(stages)} (and data.* for the benchmark's parameters).")
+        if key not in target:
+            raise LtbenchError(f"--set {item!r}: {stage} has no key {key!r}; known: {', '.join(sorted(target))}.")
+        target[key] = coerce(f"--set {stage}.{key}", value, target[key])
+        origins[f"{stage}.{key}"] = "--set"
+
+    for k in ("imbalance",):
+        if k in data:
+            data[k] = coerce(f"data.{k}", data[k], b.params[k])
+    b.check_params(data)
+    backbones.get_entry(chosen_backbone)
+    problems: list[str] = []
+    for st, hp in stages.items():
+        problems += check_stage(st, hp) + m.check(st, hp)
+    if problems:
+        raise LtbenchError("invalid hyperparameters: " + "; ".join(problems) + ". Fix them with --set.")
+    return RunSpec(benchmark=benchmark, data=data, method=method, backbone=chosen_backbone, recipe=recipe,
+                   seed=int(seed), stages=stages, origins=origins)

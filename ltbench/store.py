@@ -1,0 +1,217 @@
+"""The results store: one directory per run, content-addressed by the spec.
+
+    <root>/runs/<benchmark>/<method>/<run_id>/
+        spec.json  metrics.jsonl  checkpoint.pt  result.json  DONE  (lock while running)
+
+Every file is written atomically (temp file + rename); DONE is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LtbenchError
+from .specs import RunSpec
+
+STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is abandoned
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    spec_file = property(lambda self: self.path / "spec.json")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
+    checkpoint_file = property(lambda self: self.path / "checkpoint.pt")
+    result_file = property(lambda self: self.path / "result.json")
+    done_file = property(lambda self: self.path / "DONE")
+    lock_file = property(lambda self: self.path / "lock")
+    failed_file = property(lambda self: self.path / "FAILED")
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def is_done(self) -> bool:
+        return self.done_file.exists()
+
+    def spec(self) -> dict[str, Any]:
+        return json.loads(self.spec_file.read_text())
+
+    def result(self) -> dict[str, Any]:
+        return json.loads(self.result_file.read_text())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def trim_metrics(self, stage: str, epochs_done: int) -> None:
+        """Keep only lines of epochs that the checkpoint holds (a resumed run repeats the rest)."""
+        rows = [r for r in self.metrics() if not (r.get("stage") == stage and r["epoch"] > epochs_done)]
+        atomic_write_bytes(self.metrics_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        import torch
+
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".checkpoint.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.checkpoint_file)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.checkpoint_file.exists():
+            return None
+        import torch
+
+        try:
+            return torch.load(self.checkpoint_file, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise LtbenchError(f"{self.checkpoint_file} cannot be read ({exc}); delete it to restart this run "
+                               "from scratch, or rerun with --force.") from exc
+
+    def lock_info(self) -> dict[str, Any] | None:
+        try:
+            info = json.loads(self.lock_file.read_text())
+            info["age_s"] = time.time() - self.lock_file.stat().st_mtime
+            return info
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def lock_is_live(self) -> bool:
+        info = self.lock_info()
+        if info is None:
+            return False
+        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
+            return False
+        return info["age_s"] < STALE_AFTER_S
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive right to write this run directory, with a heartbeat (``heartbeat()``)."""
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID"),
+              "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                break
+            except FileExistsError:
+                if self.lock_is_live():
+                    info = self.lock_info() or {}
+                    raise LtbenchError(
+                        f"run {self.run_id} is already running (host {info.get('host')}, pid {info.get('pid')}, "
+                        f"job {info.get('job')}); wait for it, or delete {self.lock_file} if that process is gone."
+                    ) from None
+                self.lock_file.unlink(missing_ok=True)  # stale: its owner died
+        else:
+            raise LtbenchError(f"could not take the lock {self.lock_file}; another process keeps taking it.")
+        try:
+            yield
+        finally:
+            self.lock_file.unlink(missing_ok=True)
+
+    def heartbeat(self) -> None:
+        if self.lock_file.exists():
+            os.utime(self.lock_file)
+
+    def state(self) -> str:
+        if self.is_done():
+            return "done"
+        if self.lock_is_live():
+            return "running"
+        if self.failed_file.exists():
+            return "failed"
+        return "unfinished"
+
+
+class Store:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def run_dir(self, spec: RunSpec) -> RunDir:
+        return RunDir(self.root / "runs" / spec.benchmark / spec.method / spec.run_id)
+
+    def create(self, spec: RunSpec) -> RunDir:
+        """The run directory with its spec.json; checks that the store is writable first."""
+        rd = self.run_dir(spec)
+        try:
+            rd.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LtbenchError(f"cannot create the run directory {rd.path} ({exc.strerror}); "
+                               "pass a writable --results directory.") from exc
+        if not rd.spec_file.exists():
+            atomic_write_json(rd.spec_file, {**spec.canonical(), "run_id": spec.run_id, "origins": spec.origins})
+        return rd
+
+    def remove(self, rd: RunDir) -> None:
+        shutil.rmtree(rd.path, ignore_errors=True)
+        # prune empty parents up to runs/
+        for parent in (rd.path.parent, rd.path.parent.parent):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def runs(self) -> list[RunDir]:
+        base = self.root / "runs"
+        if not base.is_dir():
+            return []
+        return sorted((RunDir(p.parent) for p in base.glob("*/*/*/spec.json")), key=lambda r: str(r.path))
+
+    def find(self, run_id: str) -> RunDir:
+        hits = [r for r in self.runs() if r.run_id.startswith(run_id)]
+        if len(hits) != 1:
+            what = "no run" if not hits else f"{len(hits)} runs"
+            raise LtbenchError(f"{what} in {self.root} with id {run_id!r}; `ltbench status` lists the runs.")
+        return hits[0]
