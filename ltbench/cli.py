@@ -113,7 +113,7 @@ def run(
         rd = store.run_dir(spec)
         status = "done, skipped" if rd.is_done() and not force else ("resuming" if rd.checkpoint_file.exists() else "new")
         err.print(f"[bold]run {i}/{len(specs)}[/bold] {spec.method} on {spec.label()} ({spec.backbone}, recipe "
-                  f"{spec.recipe}, seed {spec.seed}) id {spec.run_id} [{status}]", highlight=False)
+                  f"{spec.recipe}, seed {spec.seed}) id {spec.run_id}: {status}", highlight=False)
         result = execute(spec, store, opts, force=force)
         err.print(f"  test top-1 {result['test']['top1']:.2f}  (val class-mean {result['val']['class_mean'] or 0:.2f}, "
                   f"selected epoch {result['selected']['epoch']} on {result['selected']['rule']}) -> "

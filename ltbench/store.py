@@ -116,7 +116,9 @@ class RunDir:
         try:
             return torch.load(self.checkpoint_file, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise LtbenchError(f"{self.checkpoint_file} cannot be read ({exc}); delete it to restart this run "
+            first = (str(exc).strip().splitlines() or [""])[0][:120]
+            raise LtbenchError(f"{self.checkpoint_file} cannot be read ({type(exc).__name__}: {first}); "
+                               "delete it to restart this run "
                                "from scratch, or rerun with --force.") from exc
 
     def lock_info(self) -> dict[str, Any] | None:

@@ -1,0 +1,88 @@
+"""Registries: built-ins, entry-point plugins, close-match errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ltbench.errors import LtbenchError
+from ltbench.registry import backbones, benchmarks, methods
+
+
+def test_builtins_are_registered():
+    assert {"cifar10_lt", "cifar100_lt", "digits_lt"} <= set(benchmarks.names())
+    assert {"resnet32", "resnet34_cifar", "small_cnn"} <= set(backbones.names())
+    assert "ce" in methods.names()
+    assert methods.get_entry("ce").origin == "builtin (ltbench.methods.ce)"
+
+
+@pytest.mark.parametrize("registry,wrong,suggestion", [
+    (benchmarks, "cifar100lt", "cifar100_lt"), (methods, "cee", "ce"), (backbones, "resnet23", "resnet32")])
+def test_unknown_names_suggest_close_matches(registry, wrong, suggestion):
+    with pytest.raises(LtbenchError, match=f"unknown {registry.kind} '{wrong}'. Did you mean '{suggestion}'"):
+        registry.get(wrong)
+
+
+PLUGIN = '''
+from ltbench.method import Method
+
+
+class Focal(Method):
+    name = "focal_plugin"
+    description = "focal loss from a third-party package"
+    stages = ("train",)
+
+    def loss(self, logits, targets, ctx):
+        import torch.nn.functional as F
+        ce = F.cross_entropy(logits, targets, reduction="none")
+        return ((1 - (-ce).exp()) ** 2 * ce).mean()
+'''
+
+
+def _fake_distribution(root):
+    """A real installed-distribution layout (dist-info with entry_points.txt) on a sys.path entry."""
+    (root / "focal_plugin_pkg.py").write_text(PLUGIN)
+    info = root / "ltbench_focal-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ltbench-focal\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [ltbench.methods]
+        focal_plugin = focal_plugin_pkg:Focal
+        """))
+
+
+def test_plugin_through_an_entry_point(tmp_path, monkeypatch):
+    _fake_distribution(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "focal_plugin" in methods.names()
+    entry = methods.get_entry("focal_plugin")
+    assert entry.obj.__name__ == "Focal"
+    assert entry.origin == "plugin ltbench-focal (focal_plugin_pkg:Focal)"
+
+
+def test_plugin_shows_in_ltbench_list_and_trains(tmp_path):
+    _fake_distribution(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "ltbench.cli", "list", "methods"], env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.startswith("focal_plugin"))
+    assert "plugin ltbench-focal" in line and "focal loss" in line
+    run = subprocess.run([sys.executable, "-m", "ltbench.cli", "run", "--method", "focal_plugin", "--epochs", "1",
+                          "--device", "cpu", "--results", str(tmp_path / "res")], env=env, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    assert "| focal_plugin" in run.stdout
+
+
+def test_broken_plugin_names_its_package(tmp_path, monkeypatch):
+    (tmp_path / "broken_plugin_pkg.py").write_text("raise ImportError('missing dependency xyz')\n")
+    info = tmp_path / "ltbench_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ltbench-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ltbench.backbones]\nbroken_net = broken_plugin_pkg:build\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LtbenchError, match="plugin 'broken_net'.*ltbench-broken.*missing dependency xyz"):
+        backbones.get("broken_net")
