@@ -6,6 +6,7 @@ The files live under --data-root in torchvision's layout (``cifar-10-batches-py/
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,6 +30,8 @@ def lt_indices(labels: np.ndarray, counts: list[int], subset: str, val_per_class
     order (the WB authors' code). Validation takes up to ``val_per_class`` of the images that follow
     in the same order, so it never overlaps the training subset.
     """
+    if subset not in ("cao", "first"):
+        raise ValueError(f"unknown CIFAR-LT subset {subset!r}")
     rng = np.random.RandomState(0)
     train, val = [], []
     for c, n in enumerate(counts):
@@ -53,11 +56,12 @@ class _CifarLT(Benchmark):
     mean: ClassVar[tuple[float, float, float]]
     std: ClassVar[tuple[float, float, float]]
     tv_class: ClassVar[str]
+    archive: ClassVar[str]
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)
-        if not params["imbalance"] >= 1:
-            raise LtbenchError(f"{self.name}: imbalance ratio {params['imbalance']:g} is below 1; "
+        if not (params["imbalance"] >= 1 and math.isfinite(params["imbalance"])):
+            raise LtbenchError(f"{self.name}: imbalance ratio {params['imbalance']:g} is below 1 or not finite; "
                                "it is n_max / n_min, e.g. --imbalance 100.")
         if params["val_per_class"] < 0:
             raise LtbenchError(f"{self.name}: data.val_per_class={params['val_per_class']} must not be negative.")
@@ -103,7 +107,7 @@ class _CifarLT(Benchmark):
         raise LtbenchError(
             f"{self.title[:-3]} files not found: {folder} lacks {', '.join(missing)}, and {reason}. "
             f"Put the python version of {self.title[:-3]} there (the extracted folder {self.folder}/ of "
-            f"{self.folder.replace('-batches', '')}.tar.gz from the CIFAR site), or point --data-root at the "
+            f"{self.archive} from the CIFAR site), or point --data-root at the "
             f"directory that contains {self.folder}/."
         )
 
@@ -149,6 +153,7 @@ class Cifar10LT(_CifarLT):
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
     tv_class = "CIFAR10"
+    archive = "cifar-10-python.tar.gz"
 
 
 @benchmarks.register()
@@ -165,3 +170,4 @@ class Cifar100LT(_CifarLT):
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
     tv_class = "CIFAR100"
+    archive = "cifar-100-python.tar.gz"

@@ -7,6 +7,7 @@ training set from the rest: n_i = int(100 * IR^(-i/9)), IR 20 by default (100 ..
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,8 @@ class DigitsLT(Benchmark):
     params = {"imbalance": 20.0}
 
     def check_params(self, params: dict[str, Any]) -> None:
-        if not params["imbalance"] >= 1:
-            raise LtbenchError(f"digits_lt: imbalance ratio {params['imbalance']:g} is below 1; "
+        if not (params["imbalance"] >= 1 and math.isfinite(params["imbalance"])):
+            raise LtbenchError(f"digits_lt: imbalance ratio {params['imbalance']:g} is below 1 or not finite; "
                                "it is n_max / n_min, e.g. --imbalance 20.")
 
     def label(self, params: dict[str, Any]) -> str:

@@ -159,3 +159,56 @@ def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> tor
         mask = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
         x = torch.where(mask, x.flip(3), x)
     return x.contiguous()
+
+
+@dataclass
+class TensorSet:
+    """A split as tensors of any shape (e.g. cached features) with int64 labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.numel())
+
+
+@dataclass
+class FeatureSplits:
+    """The splits of a benchmark seen through a frozen feature extractor: features are computed once
+    (no augmentation) and classifier-only stages train on them. Same batch interface as ``Splits``."""
+
+    train: TensorSet
+    val: TensorSet
+    test: TensorSet
+    base: Splits
+
+    @property
+    def num_classes(self) -> int:
+        return self.base.num_classes
+
+    @property
+    def shot_rule(self) -> ShotRule:
+        return self.base.shot_rule
+
+    @property
+    def class_counts(self) -> list[int]:
+        return self.base.class_counts
+
+    def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
+                      augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = sample_indices(self.train.y, sampler, gen)
+        x_all, y_all = self.train.x.to(device), self.train.y.to(device)
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size].to(device)
+            if len(b) < 2:
+                break
+            yield x_all[b], y_all[b]
+
+    def eval_batches(self, split: str, batch_size: int, device: torch.device,
+                     flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if flip:
+            raise ValueError("cached features have no flipped view")
+        data: TensorSet = getattr(self, split)
+        for start in range(0, len(data), batch_size):
+            yield data.x[start:start + batch_size].to(device), data.y[start:start + batch_size].to(device)
+

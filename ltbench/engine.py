@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .backbones import LTModel, build_backbone
-from .data import Splits, per_epoch_generator
+from .data import FeatureSplits, Splits, TensorSet, per_epoch_generator
 from .errors import LtbenchError
 from .evaluation import accuracy_report, autocast, classifier_norms, predict, to_memory_format
 from .method import Method, StageContext
@@ -98,7 +98,7 @@ def _stage_steps(splits: Splits, hp: dict[str, Any]) -> int:
     return full + (1 if rest >= 2 else 0)
 
 
-def _evaluate_for_selection(model: LTModel, splits: Splits, device: torch.device, hp: dict[str, Any],
+def _evaluate_for_selection(model: torch.nn.Module, splits: Splits, device: torch.device, hp: dict[str, Any],
                             bs: int) -> tuple[float | None, float | None]:
     """(val class-mean accuracy, test top-1) after an epoch; test only when selection needs it or
     the split is small enough to be cheap."""
@@ -112,12 +112,11 @@ def _evaluate_for_selection(model: LTModel, splits: Splits, device: torch.device
     return val, test
 
 
-def train_stage(model: LTModel, method: Method, ctx: StageContext, rd: RunDir, seed: int,
-                opts: RunOptions, title: str) -> dict[str, Any]:
+def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: RunDir, seed: int,
+                opts: RunOptions, title: str, frozen: torch.nn.Module | None = None) -> dict[str, Any]:
     """Train one stage with per-epoch checkpoints; returns the selection summary. Resumes from the
-    run directory's checkpoint when there is one."""
+    run directory's checkpoint when there is one. ``frozen`` (a part of ``model``) stays in eval mode."""
     hp, splits, device = ctx.hp, ctx.splits, ctx.device
-    method.prepare(model, ctx)
     groups = method.param_groups(model, ctx)
     for g in groups:
         g.setdefault("lr", hp["lr"])
@@ -141,6 +140,8 @@ def train_stage(model: LTModel, method: Method, ctx: StageContext, rd: RunDir, s
             ctx.epoch = epoch
             t0 = time.time()
             model.train()
+            if frozen is not None:
+                frozen.eval()
             bar.start_epoch(epoch)
             gen = per_epoch_generator(seed, epoch)
             loss_sum = torch.zeros((), device=device)
@@ -216,6 +217,8 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     rd = store.run_dir(spec)
     if rd.is_done() and not force:
         return rd.result()
+    if spec.parent is not None:  # stage 1 first: its own record, shared by every method built on it
+        execute(RunSpec.from_json(spec.parent), store, opts)
     bench = benchmarks.get(spec.benchmark)()
     method: Method = methods.get(spec.method)()
     device = resolve_device(opts.device)
@@ -229,7 +232,7 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     with rd.locked():
         rd.failed_file.unlink(missing_ok=True)
         try:
-            return _run(spec, rd, bench, method, splits, device, opts, title)
+            return _run(spec, rd, bench, method, splits, device, opts, title, store)
         except NonFiniteLoss as exc:
             store.remove(rd)
             raise LtbenchError(f"{title}: {exc}. Nothing was recorded; lower the learning rate "
@@ -241,21 +244,70 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
             raise
 
 
+class ClassifierHead(torch.nn.Module):
+    """The classifier of a model alone, trained on cached features (shares its parameters)."""
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
+@torch.no_grad()
+def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int) -> FeatureSplits:
+    """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented."""
+    was_training = features.training
+    features.eval()
+    out = {}
+    for split in ("train", "val", "test"):
+        xs, ys = [], []
+        for x, y in splits.eval_batches(split, bs, device):
+            with autocast(device):
+                xs.append(features(to_memory_format(x, device)).float())
+            ys.append(y)
+        out[split] = TensorSet(torch.cat(xs), torch.cat(ys)) if xs else \
+            TensorSet(torch.empty(0, 0, device=device), torch.empty(0, dtype=torch.long, device=device))
+    features.train(was_training)
+    return FeatureSplits(out["train"], out["val"], out["test"], splits)
+
+
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
-         opts: RunOptions, title: str) -> dict[str, Any]:
+         opts: RunOptions, title: str, store: Store) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels).to(device)
+    model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels)
+    records: dict[str, Any] = {}
+    if spec.parent is not None:
+        parent = store.run_dir(RunSpec.from_json(spec.parent))
+        model.load_state_dict(torch.load(parent.model_file, map_location="cpu", weights_only=True))
+        records["parent"] = parent.run_id
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     t0 = time.time()
-    records: dict[str, Any] = {}
-    selected: dict[str, Any] = {}
+    selected: dict[str, Any] = {"rule": "none (no training stage)", "epoch": None, "score": None}
     for stage in method.stages:
         ctx = StageContext(stage=stage, hp=spec.stages[stage], splits=splits, device=device,
                            num_classes=splits.num_classes, class_counts=splits.class_counts)
-        selected = train_stage(model, method, ctx, rd, spec.seed, opts, title)
+        method.prepare(model, ctx)
+        model.to(device)
+        if method.trains(stage):
+            frozen = method.frozen_features(stage)
+            if frozen and not ctx.hp["augment"]:
+                t_feat = time.time()
+                ctx.splits = extract_features(model.features, splits, device, opts.eval_batch_size)
+                records[f"{stage}_path"] = "cached_features"
+                records[f"{stage}_feature_extraction_s"] = time.time() - t_feat
+                selected = train_stage(ClassifierHead(model.classifier), method, ctx, rd, spec.seed, opts, title)
+                ctx.splits = splits
+            else:
+                if frozen:
+                    records[f"{stage}_path"] = "frozen_backbone_per_epoch"
+                selected = train_stage(model, method, ctx, rd, spec.seed, opts, title,
+                                       frozen=model.features if frozen else None)
         method.finalize(model, ctx)
         records.update(ctx.record)
     train_s = time.time() - t0
@@ -271,6 +323,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
         "timings": {"train_s": train_s, "final_eval_s": time.time() - t1},
         "env": {**environment(device), **opts.extra_env},
     }
+    rd.save_model(model.state_dict())
     atomic_write_json(rd.result_file, result)
     rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     return result

@@ -40,10 +40,26 @@ class Method:
     description: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("train",)
     default_recipe: ClassVar[str] = "paper"
+    # Decoupled methods: the method whose run is this method's stage 1 (its own, shared record),
+    # e.g. "ce". Its settings are addressed as stage1.<key> on the command line.
+    stage1: ClassVar[str | None] = None
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         """Method-specific hyperparameters of a stage (new keys, or overrides of the recipe)."""
         return {}
+
+    def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
+        """Overrides of the stage-1 run's hyperparameters (e.g. WB's tuned weight decay)."""
+        return {}
+
+    def trains(self, stage: str) -> bool:
+        """False for a stage that only transforms the model post hoc (no optimizer, no epochs)."""
+        return True
+
+    def frozen_features(self, stage: str) -> bool:
+        """True when the stage trains the classifier only: the feature extractor stays frozen in eval
+        mode, and without augmentation the engine trains on features extracted once."""
+        return False
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         """Problems with the resolved hyperparameters, as messages; empty when all is well."""

@@ -140,35 +140,107 @@ def parse_sets(sets: list[str]) -> list[tuple[str | None, str, Any, str]]:
     return out
 
 
+Override = tuple  # (stage or None, key, value, the original --set text)
+
+
 def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe: str | None = None,
             imbalance: float | None = None, epochs: int | None = None, sets: list[str] | None = None,
-            seed: int = 0) -> RunSpec:
+            seed: int = 0, stage1_run: dict[str, Any] | None = None) -> RunSpec:
     """Resolve a run's spec from names and overrides. Raises LtbenchError for anything a user can
-    get wrong, before any data is read or any directory is written."""
+    get wrong, before any data is read or any directory is written.
+
+    For a decoupled method (``Method.stage1``), the stage-1 run is resolved too and embedded as
+    ``parent``: ``stage1.<key>`` settings go to it, ``--epochs`` sets its epochs, and
+    ``stage1_run`` (the spec.json of an existing run) replaces it.
+    """
+    m: Method = methods.get(method)()
+    overrides = parse_sets(sets or [])
+    if not m.stage1:
+        return _resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, {}, seed)
+
+    recipe = recipe or m.default_recipe
+    b: Benchmark = benchmarks.get(benchmark)()
+    stage1_fixed = {"train": (m.stage1_hparams(recipe, b.recipe_family), f"method {method} (stage 1)")}
+    if stage1_run is None:
+        plain = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, [], stage1_fixed, seed)
+        own = _resolve_one(method, benchmark, plain.backbone, recipe, imbalance, None, [], {}, seed)
+        qualified = []
+        for stage, key, value, item in overrides:
+            if stage is None:
+                holders = (["stage1"] if key in plain.stages["train"] else []) + \
+                    [st for st in own.stages if key in own.stages[st]] + (["data"] if key in plain.data else [])
+                if len(holders) > 1:
+                    raise LtbenchError(f"--set {item!r}: {key!r} exists in {', '.join(holders)}; say which, "
+                                       f"e.g. --set {holders[0]}.{key}=...")
+                stage = holders[0] if holders else None
+            qualified.append((stage, key, value, item))
+        parent_sets = [("train" if st == "stage1" else st, k, v, it) for st, k, v, it in qualified
+                       if st in ("stage1", "data")]
+        parent = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets, stage1_fixed, seed)
+        own_sets = [o for o in qualified if o[0] not in ("stage1", "data")]
+    else:
+        if any(st in ("stage1", "data") for st, *_ in overrides) or imbalance is not None or backbone is not None:
+            raise LtbenchError("with --stage1 RUN the stage-1 settings, the backbone and the data come from that "
+                               "run; drop --imbalance/--backbone/--set stage1.*/data.*.")
+        parent = RunSpec.from_json(stage1_run)
+        mine = benchmarks.get(benchmark)()
+        theirs = benchmarks.get(parent.benchmark)()
+        if parent.benchmark != benchmark or theirs.num_classes != mine.num_classes:
+            raise LtbenchError(
+                f"stage-1 run {parent.run_id} was trained on {theirs.label(parent.data)} ({theirs.num_classes} "
+                f"classes), but {method} was asked to run on {benchmark} ({mine.num_classes} classes); pick a "
+                f"stage-1 run of {benchmark}.")
+        if parent.method != m.stage1:
+            raise LtbenchError(f"stage-1 run {parent.run_id} is a {parent.method} run; {method} builds on a "
+                               f"{m.stage1} run.")
+        own_sets = overrides
+    spec = _resolve_one(method, benchmark, parent.backbone, recipe, None, None, own_sets, {}, seed,
+                        data=parent.data)
+    return RunSpec(benchmark=spec.benchmark, data=spec.data, method=method, backbone=parent.backbone,
+                   recipe=spec.recipe, seed=spec.seed, stages=spec.stages, parent=parent.canonical(),
+                   origins=spec.origins)
+
+
+def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str | None, imbalance: float | None,
+                 epochs: int | None, overrides: list[Override], fixed: dict[str, tuple[dict[str, Any], str]],
+                 seed: int, data: dict[str, Any] | None = None) -> RunSpec:
     m: Method = methods.get(method)()
     b: Benchmark = benchmarks.get(benchmark)()
     recipe = recipe or m.default_recipe
     rec = recipe_for(recipe, b.recipe_family, benchmark)
     origins: dict[str, str] = {}
 
-    data = dict(b.params)
-    for k in data:
-        origins[f"data.{k}"] = "benchmark"
-    for k, v in rec.get("data", {}).items():
-        data[k] = v
-        origins[f"data.{k}"] = f"recipe {recipe}"
+    if data is None:
+        data = dict(b.params)
+        for k in data:
+            origins[f"data.{k}"] = "benchmark"
+        for k, v in rec.get("data", {}).items():
+            data[k] = v
+            origins[f"data.{k}"] = f"recipe {recipe}"
+    else:
+        data = dict(data)
+        origins.update({f"data.{k}": "stage-1 run" for k in data})
 
     stages: dict[str, dict[str, Any]] = {}
+    first_training_stage = next((st for st in m.stages if m.trains(st)), None)
     for st in m.stages:
-        hp = dict(ENGINE_DEFAULTS)
-        src = dict.fromkeys(hp, "engine")
-        for k, v in rec.get("stage", {}).items():
-            hp[k] = v
-            src[k] = f"recipe {recipe}"
+        if m.trains(st):
+            hp = dict(ENGINE_DEFAULTS)
+            src = dict.fromkeys(hp, "engine")
+            for k, v in rec.get("stage", {}).items():
+                hp[k] = v
+                src[k] = f"recipe {recipe}"
+        else:
+            hp, src = {}, {}
         for k, v in m.hparams(st, recipe, b.recipe_family).items():
             hp[k] = v
             src[k] = f"method {method}"
-        if epochs is not None:
+        if st in fixed:
+            values, origin = fixed[st]
+            for k, v in values.items():
+                hp[k] = v
+                src[k] = origin
+        if epochs is not None and st == first_training_stage:
             hp["epochs"] = epochs
             src["epochs"] = "--epochs"
         stages[st] = hp
@@ -182,7 +254,7 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     chosen_backbone = backbone or rec.get("backbone") or b.default_backbone
     origins["backbone"] = "--backbone" if backbone else (f"recipe {recipe}" if rec.get("backbone") else "benchmark")
 
-    for stage, key, value, item in parse_sets(sets or []):
+    for stage, key, value, item in overrides:
         if stage is None:
             holders = [s for s in stages if key in stages[s]] + (["data"] if key in data else [])
             if len(holders) != 1:
@@ -196,7 +268,8 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         target = data if stage == "data" else stages.get(stage)
         if target is None:
             raise LtbenchError(f"--set {item!r}: {method} has no stage {stage!r}; its stages are "
-                               f"{', '.join(stages)} (and data.* for the benchmark's parameters).")
+                               f"{', '.join(stages)}{' and stage1' if m.stage1 else ''} "
+                               f"(and data.* for the benchmark's parameters).")
         if key not in target:
             raise LtbenchError(f"--set {item!r}: {stage} has no key {key!r}; known: {', '.join(sorted(target))}.")
         target[key] = coerce(f"--set {stage}.{key}", value, target[key])
@@ -209,7 +282,7 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     backbones.get_entry(chosen_backbone)
     problems: list[str] = []
     for st, hp in stages.items():
-        problems += check_stage(st, hp) + m.check(st, hp)
+        problems += (check_stage(st, hp) if m.trains(st) else []) + m.check(st, hp)
     if problems:
         raise LtbenchError("invalid hyperparameters: " + "; ".join(problems) + ". Fix them with --set.")
     return RunSpec(benchmark=benchmark, data=data, method=method, backbone=chosen_backbone, recipe=recipe,

@@ -65,6 +65,7 @@ class RunDir:
     done_file = property(lambda self: self.path / "DONE")
     lock_file = property(lambda self: self.path / "lock")
     failed_file = property(lambda self: self.path / "FAILED")
+    model_file = property(lambda self: self.path / "model.pt")
 
     @property
     def run_id(self) -> str:
@@ -96,13 +97,20 @@ class RunDir:
         atomic_write_bytes(self.metrics_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self._save_torch(state, self.checkpoint_file)
+
+    def save_model(self, state: dict[str, Any]) -> None:
+        """The reported model's weights (the selected checkpoint, after any post-hoc transform)."""
+        self._save_torch(state, self.model_file)
+
+    def _save_torch(self, state: dict[str, Any], path: Path) -> None:
         import torch
 
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".checkpoint.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{path.stem}.", suffix=".tmp")
         os.close(fd)
         try:
             torch.save(state, tmp)
-            os.replace(tmp, self.checkpoint_file)
+            os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)

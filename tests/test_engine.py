@@ -28,7 +28,7 @@ def test_cosine_schedule_decays_to_zero():
     assert lr_factor(h, 5) == pytest.approx(0.5)
     assert lr_factor(h, 10) == pytest.approx(0.0, abs=1e-12)
     values = [lr_factor(h, t / 10) for t in range(100)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values[:-1], values[1:], strict=True))
 
 
 def test_step_schedule_with_warmup_is_caos():

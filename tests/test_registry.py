@@ -68,7 +68,7 @@ def test_plugin_shows_in_ltbench_list_and_trains(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ltbench.cli", "list", "methods"], env=env, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
-    line = next(l for l in out.stdout.splitlines() if l.startswith("focal_plugin"))
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("focal_plugin"))
     assert "plugin ltbench-focal" in line and "focal loss" in line
     run = subprocess.run([sys.executable, "-m", "ltbench.cli", "run", "--method", "focal_plugin", "--epochs", "1",
                           "--device", "cpu", "--results", str(tmp_path / "res")], env=env, capture_output=True,
