@@ -20,9 +20,16 @@ import torch
 
 from . import __version__
 from .backbones import LTModel, build_backbone
-from .data import FeatureSplits, Splits, TensorSet, per_epoch_generator
+from .data import Splits, per_epoch_generator
 from .errors import LtbenchError
-from .evaluation import accuracy_report, autocast, classifier_norms, predict, to_memory_format
+from .evaluation import (
+    accuracy_report,
+    autocast,
+    classifier_norms,
+    extract_features,
+    predict,
+    to_memory_format,
+)
 from .method import Method, StageContext
 from .progress import EpochProgress, console
 from .registry import benchmarks, methods
@@ -255,24 +262,6 @@ class ClassifierHead(torch.nn.Module):
         return self.classifier(x)
 
 
-@torch.no_grad()
-def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int) -> FeatureSplits:
-    """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented."""
-    was_training = features.training
-    features.eval()
-    out = {}
-    for split in ("train", "val", "test"):
-        xs, ys = [], []
-        for x, y in splits.eval_batches(split, bs, device):
-            with autocast(device):
-                xs.append(features(to_memory_format(x, device)).float())
-            ys.append(y)
-        out[split] = TensorSet(torch.cat(xs), torch.cat(ys)) if xs else \
-            TensorSet(torch.empty(0, 0, device=device), torch.empty(0, dtype=torch.long, device=device))
-    features.train(was_training)
-    return FeatureSplits(out["train"], out["val"], out["test"], splits)
-
-
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
          opts: RunOptions, title: str, store: Store) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
@@ -296,7 +285,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
         model.to(device)
         if method.trains(stage):
             frozen = method.frozen_features(stage)
-            if frozen and not ctx.hp["augment"]:
+            if frozen and not ctx.hp["augment"] and ctx.hp["cache_features"]:
                 t_feat = time.time()
                 ctx.splits = extract_features(model.features, splits, device, opts.eval_batch_size)
                 records[f"{stage}_path"] = "cached_features"

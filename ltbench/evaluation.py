@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .data import ShotRule, Splits
+from .data import FeatureSplits, ShotRule, Splits, TensorSet
 
 
 @torch.no_grad()
@@ -71,4 +71,22 @@ def autocast(device: torch.device) -> Any:
 
 
 def to_memory_format(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.ndim == 4 else x
+
+
+@torch.no_grad()
+def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int = 1024) -> FeatureSplits:
+    """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented."""
+    was_training = features.training
+    features.eval()
+    out = {}
+    for split in ("train", "val", "test"):
+        xs, ys = [], []
+        for x, y in splits.eval_batches(split, bs, device):
+            with autocast(device):
+                xs.append(features(to_memory_format(x, device)).float())
+            ys.append(y)
+        out[split] = TensorSet(torch.cat(xs), torch.cat(ys)) if xs else \
+            TensorSet(torch.empty(0, 0, device=device), torch.empty(0, dtype=torch.long, device=device))
+    features.train(was_training)
+    return FeatureSplits(out["train"], out["val"], out["test"], splits)

@@ -85,3 +85,30 @@ class Method:
 
     def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
         """Post-hoc transform of the selected model, before the final evaluation."""
+
+
+class ClassifierRetraining(Method):
+    """Base of the decoupled methods (Kang et al. 2020; weight balancing): stage 1 is a ``ce`` run
+    with weight balancing's tuned weight decay (shared by every decoupled method with the same
+    settings), stage 2 trains the final classifier of the frozen backbone, or only transforms it."""
+
+    stage1 = "ce"
+    stages = ("stage2",)
+
+    def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
+        from .recipes import TUNED_WEIGHT_DECAY
+
+        return {"weight_decay": TUNED_WEIGHT_DECAY[family]} if family in TUNED_WEIGHT_DECAY else {}
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"epochs": 10, "lr": 0.01, "schedule": "cosine", "warmup_epochs": 0, "augment": False}
+
+    def frozen_features(self, stage: str) -> bool:
+        return True
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        model.features.requires_grad_(False)
+
+    def param_groups(self, model: torch.nn.Module, ctx: StageContext) -> list[dict[str, Any]]:
+        params = [p for p in model.classifier.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": ctx.hp["weight_decay"]}]

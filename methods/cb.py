@@ -1,0 +1,67 @@
+"""Class-balanced loss (Cui et al. 2019): per-class weights from the effective number of samples.
+
+w_j = (1 - beta) / (1 - beta^n_j), rescaled to sum to C; a sample's loss is weighted by w_y. One
+implementation serves the one-stage ``cb`` method (CE + CB) and weight balancing's stage 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ltbench.method import Method, StageContext
+from ltbench.registry import methods
+
+
+def cb_weights(counts: list[int], beta: float) -> torch.Tensor:
+    """Class-balanced weights, summing to the number of classes (classes with no images get 0)."""
+    n = torch.tensor(counts, dtype=torch.float64)
+    if beta == 0:
+        w = torch.ones_like(n)
+    else:
+        w = (1 - beta) / (1 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+    w = torch.where(n > 0, w, torch.zeros_like(w))
+    return (w * len(counts) / w.sum()).float()
+
+
+def cb_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, form: str = "softmax") -> torch.Tensor:
+    """The CB loss in one of two forms.
+
+    "softmax": weighted softmax cross-entropy, sum_i w_{y_i} CE_i / batch (Cui et al., the WB paper).
+    "softmax_bce": the WB authors' code: binary cross-entropy between the softmax probabilities and
+    the one-hot targets, each row weighted by w_y, averaged over batch x classes.
+    """
+    w = weights.to(logits.device)[targets]
+    if form == "softmax":
+        return (F.cross_entropy(logits, targets, reduction="none") * w).mean()
+    if form == "softmax_bce":
+        probs = logits.softmax(dim=1)
+        onehot = F.one_hot(targets, logits.shape[1]).float()
+        return F.binary_cross_entropy(probs, onehot, weight=w[:, None].expand_as(probs))
+    raise ValueError(f"unknown CB loss form {form!r}")
+
+
+def check_beta(where: str, beta: Any) -> list[str]:
+    return [] if 0 <= beta < 1 else [f"{where}.beta={beta}: must lie in [0, 1)"]
+
+
+@methods.register()
+class CB(Method):
+    name = "cb"
+    description = "CE with class-balanced loss weights (Cui et al. 2019), one stage"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"beta": 0.9999, "cb_form": "softmax"}
+
+    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
+        bad = [] if hp["cb_form"] in ("softmax", "softmax_bce") else [
+            f"{stage}.cb_form={hp['cb_form']!r}: must be softmax or softmax_bce"]
+        return check_beta(stage, hp["beta"]) + bad
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        ctx.state["cb_weights"] = cb_weights(ctx.class_counts, ctx.hp["beta"]).to(ctx.device)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        return cb_loss(logits, targets, ctx.state["cb_weights"], ctx.hp["cb_form"])

@@ -1,0 +1,63 @@
+"""LDAM-DRW (Cao et al. 2019): label-distribution-aware margins on cosine logits scaled by s, with
+deferred re-weighting: from ``drw_start`` (a fraction of the epochs, 160/200) the loss is weighted by
+class-balanced weights (beta 0.9999)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ltbench.method import Method, StageContext
+from ltbench.registry import methods
+
+from .cb import cb_weights, check_beta
+
+
+class NormedLinear(nn.Module):
+    """Cosine classifier: logits are cosines between the normalised feature and class rows."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
+
+
+def ldam_margins(counts: list[int], max_m: float) -> torch.Tensor:
+    m = torch.tensor(counts, dtype=torch.float64).clamp_min(1).pow(-0.25)
+    return (m * (max_m / m.max())).float()
+
+
+@methods.register()
+class LDAMDRW(Method):
+    name = "ldam_drw"
+    description = "LDAM loss with deferred re-weighting (Cao et al. 2019)"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"max_m": 0.5, "s": 30.0, "drw_start": 0.8, "beta": 0.9999}
+
+    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
+        problems = check_beta(stage, hp["beta"])
+        if not 0 <= hp["drw_start"] <= 1:
+            problems.append(f"{stage}.drw_start={hp['drw_start']}: a fraction of the epochs in [0, 1]")
+        if hp["max_m"] < 0 or hp["s"] <= 0:
+            problems.append(f"{stage}: need max_m >= 0 and s > 0")
+        return problems
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        if not isinstance(model.classifier, NormedLinear):
+            old = model.classifier
+            model.classifier = NormedLinear(old.in_features, old.out_features).to(old.weight.device)
+        ctx.state["margins"] = ldam_margins(ctx.class_counts, ctx.hp["max_m"]).to(ctx.device)
+        ctx.state["drw_weights"] = cb_weights(ctx.class_counts, ctx.hp["beta"]).to(ctx.device)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        margins = ctx.state["margins"].to(logits.device)
+        adjusted = logits - F.one_hot(targets, logits.shape[1]) * margins[targets][:, None]
+        drw = ctx.epoch >= int(ctx.hp["drw_start"] * ctx.hp["epochs"])
+        weight = ctx.state["drw_weights"].to(logits.device) if drw else None
+        return F.cross_entropy(ctx.hp["s"] * adjusted, targets, weight=weight)

@@ -1,0 +1,59 @@
+"""Logit adjustment (Menon et al. 2021) and balanced softmax (Ren et al. 2020).
+
+Train-time form (``logit_adj``, ``balanced_softmax`` = tau 1): the loss sees z_j + tau log pi_j,
+predictions use z. Post-hoc form (``logit_adj_posthoc``, on the shared stage-1 backbone): predict
+argmax_j z_j - tau log pi_j, folded into the classifier bias. pi is the training class prior.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ltbench.method import ClassifierRetraining, Method, StageContext
+from ltbench.registry import methods
+
+
+def log_prior(counts: list[int]) -> torch.Tensor:
+    n = torch.tensor(counts, dtype=torch.float32).clamp_min(1)
+    return (n / n.sum()).log()
+
+
+@methods.register()
+class LogitAdjusted(Method):
+    name = "logit_adj"
+    description = "logit-adjusted loss, CE on z + tau log(prior) (Menon et al. 2021)"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"tau": 1.0}
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        ctx.state["log_prior"] = log_prior(ctx.class_counts).to(ctx.device)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        return F.cross_entropy(logits + ctx.hp["tau"] * ctx.state["log_prior"].to(logits.device), targets)
+
+
+@methods.register()
+class BalancedSoftmax(LogitAdjusted):
+    name = "balanced_softmax"
+    description = "balanced softmax: logit-adjusted loss with tau = 1 (Ren et al. 2020)"
+
+
+@methods.register()
+class LogitAdjustedPosthoc(ClassifierRetraining):
+    name = "logit_adj_posthoc"
+    description = "post-hoc logit adjustment of the stage-1 model: z - tau log(prior)"
+    stages = ("posthoc",)
+
+    def trains(self, stage: str) -> bool:
+        return False
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"tau": 1.0}
+
+    def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        with torch.no_grad():
+            model.classifier.bias.sub_(ctx.hp["tau"] * log_prior(ctx.class_counts).to(model.classifier.bias.device))

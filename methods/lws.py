@@ -1,0 +1,42 @@
+"""LWS (Kang et al. 2020): learnable weight scaling. Logits z = s * (W f + b) with one learned scale
+per class (init 1); W, b and the backbone stay frozen; class-balanced sampling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.registry import methods
+
+
+class ScaledLinear(nn.Module):
+    """A frozen linear layer with a learned per-class scale of its outputs."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear.requires_grad_(False)
+        self.scale = nn.Parameter(torch.ones(linear.out_features, device=linear.weight.device))
+
+    @property
+    def weight(self) -> torch.Tensor:  # the effective class rows (their norms are what LWS balances)
+        return self.scale[:, None] * self.linear.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.scale
+
+
+@methods.register()
+class LWS(ClassifierRetraining):
+    name = "lws"
+    description = "learnable per-class logit scale on the frozen classifier (Kang et al. 2020)"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {**super().hparams(stage, recipe, family), "sampler": "class_balanced", "weight_decay": 5e-4}
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        super().prepare(model, ctx)
+        if not isinstance(model.classifier, ScaledLinear):
+            model.classifier = ScaledLinear(model.classifier)

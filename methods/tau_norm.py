@@ -1,0 +1,73 @@
+"""tau-normalisation (Kang et al. 2020) and L2-normalisation: post-hoc, no training.
+
+w_k <- w_k / ||w_k||^tau, bias dropped. tau_norm sweeps tau over [tau_min, tau_max] in steps of
+tau_step and keeps the best on the validation split (class-mean accuracy); the chosen tau and the
+whole curve (val, and test for information) go into the record. l2_norm is tau = 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ltbench.evaluation import accuracy_report, extract_features
+from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.registry import methods
+
+
+def tau_normalized(weight: torch.Tensor, tau: float) -> torch.Tensor:
+    return weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(tau)
+
+
+@methods.register()
+class TauNorm(ClassifierRetraining):
+    name = "tau_norm"
+    description = "post-hoc w/||w||^tau, tau chosen on validation (Kang et al. 2020)"
+    stages = ("posthoc",)
+
+    def trains(self, stage: str) -> bool:
+        return False
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"tau_min": 0.0, "tau_max": 2.0, "tau_step": 0.1, "select": "val"}
+
+    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
+        problems = []
+        if not (hp["tau_min"] <= hp["tau_max"] and hp["tau_step"] > 0):
+            problems.append(f"{stage}: need tau_min <= tau_max and tau_step > 0")
+        if hp["select"] not in ("val", "test"):
+            problems.append(f"{stage}.select={hp['select']!r}: must be val or test")
+        return problems
+
+    def taus(self, hp: dict[str, Any]) -> list[float]:
+        n = int(round((hp["tau_max"] - hp["tau_min"]) / hp["tau_step"]))
+        return [round(hp["tau_min"] + i * hp["tau_step"], 10) for i in range(n + 1)]
+
+    def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        feats = extract_features(model.features, ctx.splits, ctx.device)
+        w = model.classifier.weight.detach().float()
+        curve = []
+        for tau in self.taus(ctx.hp):
+            wt = tau_normalized(w, tau)
+            row: dict[str, Any] = {"tau": tau}
+            for split in ("val", "test"):
+                data = getattr(feats, split)
+                rep = accuracy_report((data.x @ wt.T).cpu(), data.y.cpu(), ctx.class_counts, ctx.splits.shot_rule)
+                row[split] = rep["class_mean"]
+            curve.append(row)
+        key = ctx.hp["select"]
+        best = max(curve, key=lambda r: (r[key] if r[key] is not None else -1.0))  # first best: smallest tau
+        with torch.no_grad():
+            model.classifier.weight.copy_(tau_normalized(w, best["tau"]).to(model.classifier.weight.dtype))
+            model.classifier.bias.zero_()
+        ctx.record.update({"tau": best["tau"], "tau_selected_on": key, "tau_curve": curve})
+
+
+@methods.register()
+class L2Norm(TauNorm):
+    name = "l2_norm"
+    description = "post-hoc w/||w|| (tau-norm with tau = 1)"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        return {"tau_min": 1.0, "tau_max": 1.0, "tau_step": 0.1, "select": "val"}

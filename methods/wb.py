@@ -1,0 +1,78 @@
+"""Weight balancing (Alshammari et al., CVPR 2022).
+
+Stage 1: the shared ``ce`` run with the tuned weight decay on every parameter.
+Stage 2: backbone frozen; the last layer (weight and bias) is retrained with the class-balanced loss,
+weight decay and the MaxNorm constraint: after every optimizer step (paper) or once per epoch
+(authors' code, ``--recipe official``), each class row is projected onto the ball of radius
+delta = min_k ||w_k|| + t (max_k ||w_k|| - min_k ||w_k||), taken from the stage-1 classifier; the
+bias is free. The rows of the paper's Table 1 are hyperparameters: stage2.loss=ce|cb,
+stage2.weight_decay=0|0.1, stage2.maxnorm=true|false.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.registry import methods
+
+from .cb import cb_loss, cb_weights, check_beta
+
+
+@torch.no_grad()
+def maxnorm_(weight: torch.Tensor, radius: torch.Tensor | float) -> None:
+    """Project each row of ``weight`` onto the L2 ball of ``radius`` (in place): w <- w min(1, r/||w||)."""
+    norms = weight.norm(dim=1, keepdim=True)
+    weight.mul_(torch.clamp(radius / norms.clamp_min(1e-12), max=1.0))
+
+
+def maxnorm_radius(weight: torch.Tensor, t: float) -> float:
+    norms = weight.detach().float().norm(dim=1)
+    return float(norms.min() + t * (norms.max() - norms.min()))
+
+
+@methods.register()
+class WB(ClassifierRetraining):
+    name = "wb"
+    description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
+
+    def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        official = recipe == "official"
+        return {**super().hparams(stage, recipe, family), "weight_decay": 0.1, "loss": "cb", "beta": 0.9999,
+                "cb_form": "softmax_bce" if official else "softmax", "maxnorm": True, "threshold": 0.1,
+                "maxnorm_every": "epoch" if official else "step", **({"select": "test"} if official else {})}
+
+    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
+        problems = check_beta(stage, hp["beta"])
+        if hp["threshold"] < 0:
+            problems.append(f"{stage}.threshold={hp['threshold']}: must not be negative")
+        for key, allowed in (("loss", ("ce", "cb")), ("cb_form", ("softmax", "softmax_bce")),
+                             ("maxnorm_every", ("step", "epoch"))):
+            if hp[key] not in allowed:
+                problems.append(f"{stage}.{key}={hp[key]!r}: must be one of {', '.join(allowed)}")
+        return problems
+
+    def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        super().prepare(model, ctx)
+        hp = ctx.hp
+        weights = cb_weights(ctx.class_counts, hp["beta"]) if hp["loss"] == "cb" else torch.ones(ctx.num_classes)
+        ctx.state["class_weights"] = weights.to(ctx.device)
+        ctx.state["radius"] = torch.tensor(maxnorm_radius(model.classifier.weight, hp["threshold"]))
+        ctx.record["maxnorm_radius"] = float(ctx.state["radius"])
+        ctx.record["stage1_classifier_norms"] = model.classifier.weight.detach().float().norm(dim=1).tolist()
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        if ctx.hp["loss"] == "ce":
+            return F.cross_entropy(logits, targets)
+        return cb_loss(logits, targets, ctx.state["class_weights"], ctx.hp["cb_form"])
+
+    def after_step(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        if ctx.hp["maxnorm"] and ctx.hp["maxnorm_every"] == "step":
+            maxnorm_(model.classifier.weight, ctx.state["radius"].item())
+
+    def after_epoch(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        if ctx.hp["maxnorm"] and ctx.hp["maxnorm_every"] == "epoch":
+            maxnorm_(model.classifier.weight, ctx.state["radius"].item())
