@@ -91,23 +91,33 @@ def run(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     download: bool = typer.Option(True, "--download/--no-download", help="download missing public datasets"),
     force: bool = typer.Option(False, "--force", help="rerun runs that are already done"),
+    stage1: str | None = typer.Option(None, "--stage1", help="decoupled methods: build on this finished stage-1 run id"),
 ) -> None:
     """Train and evaluate, then print the comparison table. With no selectors: the built-in methods
     on the embedded digits-LT benchmark (CPU, no download)."""
     from .registry import methods as method_registry
     from .specs import resolve
+    from .store import Store
 
+    store = Store(results)
     method_names = _split(method) or [e.name for e in method_registry.entries() if e.origin.startswith("builtin")]
     dataset_names = _split(dataset) or [DEFAULT_BENCHMARK]
-    specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s)
+    parent = None
+    if stage1:
+        rd = store.find(stage1)
+        if not rd.is_done():
+            raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); finish it first.")
+        parent = rd.spec()
+    specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
+                     stage1_run=parent)
              for d in dataset_names for m in method_names for s in _seeds(seed)]
     _check_writable(results)
 
     from .engine import RunOptions, execute
-    from .store import Store
+    from .specs import RunSpec
     from .tables import build_table, render
 
-    store, opts = Store(results), RunOptions(data_root=data_root, device=device, download=download)
+    opts = RunOptions(data_root=data_root, device=device, download=download)
     done = []
     for i, spec in enumerate(specs, 1):
         rd = store.run_dir(spec)
@@ -118,8 +128,10 @@ def run(
         err.print(f"  test top-1 {result['test']['top1']:.2f}  (val class-mean {result['val']['class_mean'] or 0:.2f}, "
                   f"selected epoch {result['selected']['epoch']} on {result['selected']['rule']}) -> "
                   f"{rd.path}", highlight=False)
+        if spec.parent is not None:  # the shared stage-1 run is a row of its own (e.g. CE + tuned WD)
+            done.append(store.run_dir(RunSpec.from_json(spec.parent)).result())
         done.append(result)
-    table = build_table(done)
+    table = build_table(list({r["run_id"]: r for r in done}.values()))
     print(f"\n{table['title']}  (records in {results})")
     print(render(table, "github"))
 

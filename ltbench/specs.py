@@ -155,6 +155,9 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     """
     m: Method = methods.get(method)()
     overrides = parse_sets(sets or [])
+    if stage1_run is not None and not m.stage1:
+        raise LtbenchError(f"--stage1: {method} is a one-stage method; only decoupled methods "
+                           f"({', '.join(n for n in methods.names() if methods.get(n).stage1)}) build on a stage-1 run.")
     if not m.stage1:
         return _resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, {}, seed)
 

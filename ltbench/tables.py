@@ -68,7 +68,8 @@ def build_table(results: Iterable[dict[str, Any]], datasets: list[str] | None = 
                 methods: list[str] | None = None) -> dict[str, Any]:
     """Rows: configurations (method + the settings that differ), columns: benchmark instances;
     cells: test accuracy of the selected checkpoint, mean/std over seeds. With a single benchmark
-    the columns are many / medium / few / all instead."""
+    the columns are many / medium / few / all instead, and the spread of the per-class classifier
+    weight norms (largest / smallest row norm: 1 is perfectly balanced)."""
     rs = [r for r in results if (not datasets or r["benchmark"] in datasets) and (not methods or r["method"] in methods)]
     by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rs:
@@ -76,13 +77,14 @@ def build_table(results: Iterable[dict[str, Any]], datasets: list[str] | None = 
     labels = _row_labels(by_config)
     bench_labels = sorted({r["label"] for r in rs})
     per_benchmark = len(bench_labels) == 1
-    columns = ["many", "medium", "few", "all"] if per_benchmark else bench_labels
+    columns = ["many", "medium", "few", "all", "norm max/min"] if per_benchmark else bench_labels
     rows: dict[str, dict[str, Any]] = defaultdict(dict)
     for key, group in by_config.items():
         row = rows[labels[key]]
         if per_benchmark:
             for col, field in (("many", "many"), ("medium", "medium"), ("few", "few"), ("all", "top1")):
                 row[col] = _stat([r["test"][field] for r in group])
+            row["norm max/min"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group])
         else:
             row[group[0]["label"]] = _stat([r["test"]["top1"] for r in group])
         row["seeds"] = sorted(r["seed"] for r in group)

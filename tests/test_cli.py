@@ -29,7 +29,7 @@ def test_run_without_selectors_trains_builtins_on_digits_and_prints_the_table(st
     root, r = store
     assert "run 1/2 ce on digits-LT IR20" in r.output and "run 2/2" in r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("|")]
-    assert [c.strip() for c in lines[0].split("|")[1:6]] == ["method", "many", "medium", "few", "all"]
+    assert [c.strip() for c in lines[0].split("|")[1:7]] == ["method", "many", "medium", "few", "all", "norm max/min"]
     assert lines[2].startswith("| ce ") and "(2)" in lines[2]
     assert len(list((root / "runs" / "digits_lt" / "ce").iterdir())) == 2
 
