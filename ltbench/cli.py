@@ -85,7 +85,7 @@ def run(
     recipe: str | None = typer.Option(None, "--recipe", help="paper | cao | official (default: the method's)"),
     set_: list[str] = typer.Option([], "--set", help="override a hyperparameter: stage.key=value (repeatable)"),
     seed: str = typer.Option("0", "--seed", help="seed(s), comma-separated"),
-    epochs: int | None = typer.Option(None, "--epochs", help="epochs of every training stage"),
+    epochs: int | None = typer.Option(None, "--epochs", help="epochs of the first training stage (stage 1 of decoupled methods; stage 2: --set stage2.epochs=N)"),
     data_root: Path = typer.Option(Path(os.environ.get("LTBENCH_DATA", "data")), "--data-root", help="where the datasets live"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
@@ -161,7 +161,7 @@ def status(results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="resu
         spec = rd.spec()
         state = rd.state()
         counts[state] = counts.get(state, 0) + 1
-        epochs = sum(hp["epochs"] for hp in spec["stages"].values())
+        epochs = sum(hp.get("epochs", 0) for hp in spec["stages"].values())
         done_epochs = len(rd.metrics())
         top1 = f"{rd.result()['test']['top1']:.2f}" if state == "done" else ""
         note = ""

@@ -182,9 +182,11 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         parent = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets, stage1_fixed, seed)
         own_sets = [o for o in qualified if o[0] not in ("stage1", "data")]
     else:
-        if any(st in ("stage1", "data") for st, *_ in overrides) or imbalance is not None or backbone is not None:
+        if any(st in ("stage1", "data") for st, *_ in overrides) or imbalance is not None or backbone is not None \
+                or epochs is not None:
             raise LtbenchError("with --stage1 RUN the stage-1 settings, the backbone and the data come from that "
-                               "run; drop --imbalance/--backbone/--set stage1.*/data.*.")
+                               "run; drop --imbalance/--backbone/--epochs/--set stage1.*/data.* "
+                               "(stage-2 epochs: --set stage2.epochs=N).")
         parent = RunSpec.from_json(stage1_run)
         mine = benchmarks.get(benchmark)()
         theirs = benchmarks.get(parent.benchmark)()

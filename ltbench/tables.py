@@ -19,15 +19,22 @@ def done_results(store: Store) -> list[dict[str, Any]]:
     return [rd.result() for rd in store.runs() if rd.is_done() and rd.result_file.exists()]
 
 
+def _without_seed(spec: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in spec.items() if k != "seed"}
+    if out.get("parent"):
+        out["parent"] = _without_seed(out["parent"])
+    return out
+
+
 def _config_key(r: dict[str, Any]) -> str:
-    """Everything that defines a configuration except the seed."""
-    spec = dict(r["spec"])
-    spec.pop("seed", None)
-    return json.dumps(spec, sort_keys=True)
+    """Everything that defines a configuration except the seed (of the run and of its stage 1)."""
+    return json.dumps(_without_seed(r["spec"]), sort_keys=True)
 
 
 def _flat_hparams(r: dict[str, Any]) -> dict[str, Any]:
     flat = {f"{st}.{k}": v for st, hp in r["spec"]["stages"].items() for k, v in hp.items()}
+    if r["spec"].get("parent"):
+        flat.update({f"stage1.{k}": v for hp in r["spec"]["parent"]["stages"].values() for k, v in hp.items()})
     flat.update({f"data.{k}": v for k, v in r["spec"]["data"].items()})
     flat["backbone"], flat["recipe"] = r["backbone"], r["recipe"]
     return flat
@@ -44,7 +51,8 @@ def _row_labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         differing = sorted({h for f in flats.values() for h in f
                             if len({json.dumps(g.get(h)) for g in flats.values()}) > 1 and not h.startswith("data.")})
         for k in keys:
-            extra = ", ".join(f"{h.split('.', 1)[-1]}={flats[k][h]}" for h in differing)
+            extra = ", ".join(f"{h.split('.', 1)[-1] if h.startswith(('train.', 'stage2.', 'posthoc.')) else h}="
+                              f"{flats[k].get(h)}" for h in differing)
             labels[k] = f"{method} ({extra})" if extra else method
     return labels
 

@@ -58,6 +58,6 @@ class LDAMDRW(Method):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
         margins = ctx.state["margins"].to(logits.device)
         adjusted = logits - F.one_hot(targets, logits.shape[1]) * margins[targets][:, None]
-        drw = ctx.epoch >= int(ctx.hp["drw_start"] * ctx.hp["epochs"])
+        drw = ctx.epoch >= int(round(ctx.hp["drw_start"] * ctx.hp["epochs"]))
         weight = ctx.state["drw_weights"].to(logits.device) if drw else None
         return F.cross_entropy(ctx.hp["s"] * adjusted, targets, weight=weight)

@@ -17,6 +17,7 @@ from ltbench.registry import methods
 
 
 def log_prior(counts: list[int]) -> torch.Tensor:
+    """log of the training class prior; a class with no training images counts as one (finite log)."""
     n = torch.tensor(counts, dtype=torch.float32).clamp_min(1)
     return (n / n.sum()).log()
 

@@ -7,6 +7,7 @@ whole curve (val, and test for information) go into the record. l2_norm is tau =
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ class TauNorm(ClassifierRetraining):
         return problems
 
     def taus(self, hp: dict[str, Any]) -> list[float]:
-        n = int(round((hp["tau_max"] - hp["tau_min"]) / hp["tau_step"]))
+        n = math.floor((hp["tau_max"] - hp["tau_min"]) / hp["tau_step"] + 1e-9)
         return [round(hp["tau_min"] + i * hp["tau_step"], 10) for i in range(n + 1)]
 
     def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:

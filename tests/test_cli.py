@@ -18,7 +18,7 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """Two seeds of ce on digits-LT, 2 epochs each."""
+    """Two seeds of every built-in method on digits-LT, 2 epochs (stage 1)."""
     root = tmp_path_factory.mktemp("results")
     r = invoke("run", "--epochs", 2, "--seed", "0,1", "--device", "cpu", "--results", root)
     assert r.exit_code == 0, r.output
@@ -27,31 +27,38 @@ def store(tmp_path_factory):
 
 def test_run_without_selectors_trains_builtins_on_digits_and_prints_the_table(store):
     root, r = store
-    assert "run 1/2 ce on digits-LT IR20" in r.output and "run 2/2" in r.output
+    from ltbench.registry import methods
+
+    builtins = [e.name for e in methods.entries() if e.origin.startswith("builtin")]
+    n = 2 * len(builtins)
+    assert f"run 1/{n} balanced_softmax on digits-LT IR20" in r.output and f"run {n}/{n} wb" in r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("|")]
     assert [c.strip() for c in lines[0].split("|")[1:7]] == ["method", "many", "medium", "few", "all", "norm max/min"]
-    assert lines[2].startswith("| ce ") and "(2)" in lines[2]
-    assert len(list((root / "runs" / "digits_lt" / "ce").iterdir())) == 2
+    rows = {ln.split("|")[1].strip(): ln for ln in lines[2:]}
+    # every built-in method, plus the shared stage-1 run (CE with the tuned weight decay) as its own row
+    assert set(rows) == {m for m in builtins if m != "ce"} | {"ce (weight_decay=0.0005)", "ce (weight_decay=0.0)"}
+    assert all("(2)" in row for row in rows.values())
+    assert len(list((root / "runs" / "digits_lt" / "ce").iterdir())) == 4  # plain CE and stage 1, two seeds
 
 
 def test_second_run_skips_done_records(store):
     root, _ = store
-    r = invoke("run", "--epochs", 2, "--seed", "0", "--device", "cpu", "--results", root)
+    r = invoke("run", "--method", "ce", "--epochs", 2, "--seed", "0", "--device", "cpu", "--results", root)
     assert r.exit_code == 0 and "done, skipped" in r.output
 
 
 def test_status_and_table(store):
     root, _ = store
     s = invoke("status", "--results", root)
-    assert s.exit_code == 0 and "2 done" in s.output and "2/2" in s.output
+    assert s.exit_code == 0 and "24 done" in s.output and "2/2" in s.output
     t = invoke("table", "--results", root, "--format", "json")
     assert t.exit_code == 0, t.output
     data = json.loads(t.output)
-    assert data["rows"]["ce"]["all"]["n"] == 2 and data["rows"]["ce"]["seeds"] == [0, 1]
+    assert data["rows"]["wb"]["all"]["n"] == 2 and data["rows"]["wb"]["seeds"] == [0, 1]
     csv = invoke("table", "--results", root, "--format", "csv")
     assert csv.output.splitlines()[0].startswith("method,many mean,many std,many n")
     g = invoke("table", "--results", root)
-    assert "| ce " in g.output
+    assert "| wb " in g.output
 
 
 @pytest.mark.parametrize("args,message", [
@@ -61,7 +68,7 @@ def test_status_and_table(store):
     (["run", "--set", "lr"], "--set 'lr': expected stage.key=value"),
     (["run", "--set", "train.lr=fast"], "--set train.lr='fast': expected a number"),
     (["run", "--set", "train.speed=1"], "train has no key 'speed'"),
-    (["run", "--set", "stage9.lr=1"], "ce has no stage 'stage9'"),
+    (["run", "--set", "stage9.lr=1"], "has no stage 'stage9'"),
     (["run", "--set", "train.weight_decay=-1"], "weight_decay=-1.0: must not be negative"),
     (["run", "--imbalance", "0.5"], "imbalance ratio 0.5 is below 1"),
     (["run", "--dataset", "cifar100_lt", "--imbalance", "0.5"], "imbalance ratio 0.5 is below 1"),

@@ -8,12 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from typer.testing import CliRunner
-
-from ltbench.cli import app
-from ltbench.engine import RunOptions, execute
-from ltbench.errors import LtbenchError
-from ltbench.method import StageContext
 from ltbench.methods.cb import cb_loss, cb_weights
 from ltbench.methods.crt import CRT
 from ltbench.methods.ldam_drw import LDAMDRW, NormedLinear, ldam_margins
@@ -21,6 +15,13 @@ from ltbench.methods.logit_adjust import BalancedSoftmax, LogitAdjusted, LogitAd
 from ltbench.methods.lws import LWS, ScaledLinear
 from ltbench.methods.tau_norm import L2Norm, TauNorm, tau_normalized
 from ltbench.methods.wb import WB, maxnorm_, maxnorm_radius
+from typer.testing import CliRunner
+
+from ltbench.cli import app
+from ltbench.engine import RunOptions, execute
+from ltbench.errors import LtbenchError
+from ltbench.method import StageContext
+from ltbench.recipes import TUNED_WEIGHT_DECAY
 from ltbench.specs import RunSpec, resolve
 from ltbench.store import Store
 
@@ -211,7 +212,7 @@ def test_cb_weights_beta_zero_is_all_ones_and_weights_sum_to_c():
         w = cb_weights(counts, beta)
         assert float(w.sum()) == pytest.approx(5.0, rel=1e-6)
         assert w.tolist() == pytest.approx(cb_by_hand(counts, beta), rel=1e-6)
-        assert all(a <= b for a, b in zip(w.tolist(), w.tolist()[1:]))  # rarer class, no smaller weight
+        assert all(a <= b for a, b in zip(w.tolist(), w.tolist()[1:], strict=False))  # rarer class, no smaller weight
 
 
 def test_cb_weights_class_without_images_gets_zero():
@@ -239,7 +240,7 @@ def test_cb_loss_softmax_bce_is_the_authors_form():
     w = cb_by_hand(COUNTS, 0.9)
     b, c = 2, 3
     total = 0.0
-    for row, y in zip(LOGITS, TARGETS):
+    for row, y in zip(LOGITS, TARGETS, strict=True):
         z = sum(math.exp(v) for v in row)
         for j in range(c):
             p = math.exp(row[j]) / z
@@ -378,12 +379,12 @@ def test_ldam_drw_loss_before_and_after_the_drw_epoch():
     assert isinstance(model.classifier, NormedLinear)
     m = [0.5 * 100 ** -0.25, 0.5 * 10 ** -0.25, 0.5]
     per = []
-    for row, y in zip(COS, COS_Y):
+    for row, y in zip(COS, COS_Y, strict=True):
         adj = [30.0 * (v - (m[y] if j == y else 0.0)) for j, v in enumerate(row)]
         per.append(ce_by_hand(adj, y))
     plain = sum(per) / 3
     w = cb_by_hand(COUNTS, 0.9999)
-    weighted = sum(w[y] * ce for y, ce in zip(COS_Y, per)) / sum(w[y] for y in COS_Y)
+    weighted = sum(w[y] * ce for y, ce in zip(COS_Y, per, strict=True)) / sum(w[y] for y in COS_Y)
     assert abs(plain - weighted) > 0.1  # the two regimes are distinguishable on this example
     logits, y = torch.tensor(COS), torch.tensor(COS_Y)
     for epoch, expected in ((0, plain), (7, plain), (8, weighted), (9, weighted)):
@@ -417,7 +418,7 @@ def test_logit_adjusted_loss_is_ce_on_shifted_logits(tau):
     LogitAdjusted().prepare(toy(), ctx)
     lp = [math.log(n / 111) for n in COUNTS]
     expected = sum(ce_by_hand([v + tau * lp[j] for j, v in enumerate(row)], y)
-                   for row, y in zip(LOGITS, TARGETS)) / 2
+                   for row, y in zip(LOGITS, TARGETS, strict=True)) / 2
     got = LogitAdjusted().loss(torch.tensor(LOGITS), torch.tensor(TARGETS), ctx)
     assert float(got) == pytest.approx(expected, rel=1e-6)
 
@@ -431,7 +432,7 @@ def test_logit_adj_posthoc_subtracts_tau_log_prior_from_the_bias():
     set_rows(model.classifier, ROWS, BIAS)
     ctx = ctx_for({"tau": 0.7}, stage="posthoc")
     LogitAdjustedPosthoc().finalize(model, ctx)
-    expected = [b - 0.7 * math.log(n / 111) for b, n in zip(BIAS, COUNTS)]
+    expected = [b - 0.7 * math.log(n / 111) for b, n in zip(BIAS, COUNTS, strict=True)]
     assert model.classifier.bias.tolist() == pytest.approx(expected, rel=1e-6)
     assert model.classifier.weight.tolist() == ROWS
     assert LogitAdjustedPosthoc().trains("posthoc") is False
@@ -472,7 +473,7 @@ def test_decoupled_methods_share_one_stage1_run(shared):
     assert all(p == parents[0] for p in parents) and parents[0] is not None
     ce_spec = shared["ce_spec"]
     assert ce_spec.method == "ce" and ce_spec.stages["train"]["epochs"] == 2
-    assert ce_spec.stages["train"]["weight_decay"] == 5e-3  # WB's tuned stage-1 weight decay (digits)
+    assert ce_spec.stages["train"]["weight_decay"] == TUNED_WEIGHT_DECAY["digits"]  # WB's tuned stage-1 WD
     runs = store.runs()
     by_method = sorted(r.path.parent.name for r in runs)
     assert by_method == ["ce", "crt", "lws", "tau_norm", "wb"]
