@@ -111,7 +111,8 @@ class _CifarLT(Benchmark):
             f"directory that contains {self.folder}/."
         )
 
-    def load(self, params: dict[str, Any], data_root: Path, download: bool = True) -> Splits:
+    def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
+             split_root: Path | None = None) -> Splits:
         import torch
 
         from ltbench.data import Augment, ImageSet, ShotRule, Splits

@@ -43,7 +43,8 @@ class DigitsLT(Benchmark):
     def label(self, params: dict[str, Any]) -> str:
         return f"{self.title} IR{params['imbalance']:g}"
 
-    def load(self, params: dict[str, Any], data_root: Path, download: bool = True) -> Splits:
+    def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
+             split_root: Path | None = None) -> Splits:
         import torch
         from sklearn.datasets import load_digits
 

@@ -3,11 +3,16 @@ classifier kept apart, so that decoupled methods can freeze one and retrain the 
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from .errors import LtbenchError
 from .registry import backbones
 
 
@@ -107,3 +112,47 @@ def small_cnn(num_classes: int, in_channels: int = 1) -> LTModel:
 
 def build_backbone(name: str, num_classes: int, in_channels: int) -> LTModel:
     return backbones.get(name)(num_classes=num_classes, in_channels=in_channels)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def check_initial_weights(path: Path | None, expected: str) -> None:
+    if path is None or not Path(path).is_file():
+        raise LtbenchError(f"this run starts from initial weights {expected[:19]}..., but --init-weights "
+                           f"{path or '(not given)'} is not a file; pass the same weights file again.")
+    if file_sha256(Path(path)) != expected:
+        raise LtbenchError(f"--init-weights {path} is not the file this run was specified with ({expected[:19]}...).")
+
+
+def load_initial_weights(model: LTModel, path: Path | None) -> dict[str, Any]:
+    """Load a state dict (e.g. torchvision's ImageNet weights) into the feature extractor; the source
+    classifier (fc.*, classifier.*) is dropped. Returns what was loaded, for the record."""
+    assert path is not None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise LtbenchError(f"--init-weights {path}: not a readable torch state dict ({type(exc).__name__}).") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise LtbenchError(f"--init-weights {path}: expected a state dict, found {type(state).__name__}.")
+    clean = {}
+    for k, v in state.items():
+        k = k.removeprefix("module.").removeprefix("features.")
+        if not k.startswith(("fc.", "classifier.")):
+            clean[k] = v
+    own = model.features.state_dict()
+    matched = {k: v for k, v in clean.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise LtbenchError(f"--init-weights {path}: none of its {len(clean)} tensors fit the backbone's "
+                           f"feature extractor; is it a state dict of the same architecture?")
+    model.features.load_state_dict(matched, strict=False)
+    return {"sha256": file_sha256(Path(path)), "loaded": len(matched),
+            "not_loaded": sorted(set(own) - set(matched))[:20]}

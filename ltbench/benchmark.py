@@ -36,7 +36,10 @@ class Benchmark:
         """The column header of this benchmark instance in tables."""
         return self.title
 
-    def load(self, params: dict[str, Any], data_root: Path, download: bool = True) -> Splits:
+    def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
+             split_root: Path | None = None) -> Splits:
+        """The splits, from files under ``data_root`` (split lists under ``split_root`` where the
+        benchmark has them). Raise LtbenchError when files are missing or malformed."""
         raise NotImplementedError
 
 

@@ -92,6 +92,8 @@ def run(
     download: bool = typer.Option(True, "--download/--no-download", help="download missing public datasets"),
     force: bool = typer.Option(False, "--force", help="rerun runs that are already done"),
     stage1: str | None = typer.Option(None, "--stage1", help="decoupled methods: build on this finished stage-1 run id"),
+    split_root: Path | None = typer.Option(None, "--split-root", help="split-file benchmarks: folder of the split lists (default: --data-root)"),
+    init_weights: Path | None = typer.Option(None, "--init-weights", help="initial backbone weights (a torch state dict file)"),
 ) -> None:
     """Train and evaluate, then print the comparison table. With no selectors: the built-in methods
     on the embedded digits-LT benchmark (CPU, no download)."""
@@ -109,7 +111,7 @@ def run(
             raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); finish it first.")
         parent = rd.spec()
     specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
-                     stage1_run=parent)
+                     stage1_run=parent, init_weights=init_weights)
              for d in dataset_names for m in method_names for s in _seeds(seed)]
     _check_writable(results)
 
@@ -117,7 +119,8 @@ def run(
     from .specs import RunSpec
     from .tables import build_table, render
 
-    opts = RunOptions(data_root=data_root, device=device, download=download)
+    opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
+                      init_weights=init_weights)
     done = []
     for i, spec in enumerate(specs, 1):
         rd = store.run_dir(spec)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .backbones import LTModel, build_backbone
+from .backbones import LTModel, build_backbone, check_initial_weights, load_initial_weights
 from .data import Splits, per_epoch_generator
 from .errors import LtbenchError
 from .evaluation import (
@@ -42,6 +42,8 @@ class RunOptions:
     """How to run (never part of a spec): where the data is, which device, progress display."""
 
     data_root: Path = Path(os.environ.get("LTBENCH_DATA", "data"))
+    split_root: Path | None = None  # split-file benchmarks: where the split lists are (default: data_root)
+    init_weights: Path | None = None  # initial backbone weights; their sha256 is part of the spec
     device: str = "auto"
     download: bool = True
     live_progress: bool | None = None  # None: rich bars when stderr is a terminal
@@ -229,7 +231,9 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     bench = benchmarks.get(spec.benchmark)()
     method: Method = methods.get(spec.method)()
     device = resolve_device(opts.device)
-    splits = bench.load(spec.data, Path(opts.data_root), opts.download)  # before any record is written
+    splits = bench.load(spec.data, Path(opts.data_root), opts.download, opts.split_root)  # before any record
+    if spec.init is not None and spec.parent is None:
+        check_initial_weights(opts.init_weights, spec.init)
     if force and rd.path.exists():
         if rd.lock_is_live():
             raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
@@ -244,7 +248,11 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
             store.remove(rd)
             raise LtbenchError(f"{title}: {exc}. Nothing was recorded; lower the learning rate "
                                f"(--set lr=...) or check the data.") from None
-        except (KeyboardInterrupt, LtbenchError):
+        except LtbenchError:
+            if not rd.checkpoint_file.exists():  # nothing of value yet: leave no half-written record
+                store.remove(rd)
+            raise
+        except KeyboardInterrupt:
             raise  # the checkpoint stays; the next launch resumes
         except Exception:
             atomic_write_json(rd.failed_file, {"error": traceback.format_exc(), "time": time.time()})
@@ -273,6 +281,8 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
         parent = store.run_dir(RunSpec.from_json(spec.parent))
         model.load_state_dict(torch.load(parent.model_file, map_location="cpu", weights_only=True))
         records["parent"] = parent.run_id
+    elif spec.init is not None:
+        records["init_weights"] = load_initial_weights(model, opts.init_weights)
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

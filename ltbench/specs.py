@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from . import PROTOCOL_VERSION
@@ -29,15 +30,19 @@ class RunSpec:
     seed: int
     stages: dict[str, dict[str, Any]]
     parent: dict[str, Any] | None = None  # canonical spec of the stage-1 run a decoupled method builds on
+    init: str | None = None  # "sha256:<hex>" of the initial backbone weights, when not a random init
     protocol: int = PROTOCOL_VERSION
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # not hashed
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        out = {
             "protocol": self.protocol, "benchmark": self.benchmark, "data": self.data, "method": self.method,
             "backbone": self.backbone, "recipe": self.recipe, "seed": self.seed, "stages": self.stages,
             "parent": self.parent,
         }
+        if self.init is not None:
+            out["init"] = self.init
+        return out
 
     @property
     def run_id(self) -> str:
@@ -51,7 +56,7 @@ class RunSpec:
     def from_json(d: dict[str, Any]) -> RunSpec:
         return RunSpec(
             benchmark=d["benchmark"], data=d["data"], method=d["method"], backbone=d["backbone"],
-            recipe=d["recipe"], seed=d["seed"], stages=d["stages"], parent=d.get("parent"),
+            recipe=d["recipe"], seed=d["seed"], stages=d["stages"], parent=d.get("parent"), init=d.get("init"),
             protocol=d.get("protocol", PROTOCOL_VERSION), origins=d.get("origins", {}),
         )
 
@@ -145,21 +150,30 @@ Override = tuple  # (stage or None, key, value, the original --set text)
 
 def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe: str | None = None,
             imbalance: float | None = None, epochs: int | None = None, sets: list[str] | None = None,
-            seed: int = 0, stage1_run: dict[str, Any] | None = None) -> RunSpec:
+            seed: int = 0, stage1_run: dict[str, Any] | None = None, init_weights: Path | None = None) -> RunSpec:
     """Resolve a run's spec from names and overrides. Raises LtbenchError for anything a user can
     get wrong, before any data is read or any directory is written.
 
     For a decoupled method (``Method.stage1``), the stage-1 run is resolved too and embedded as
     ``parent``: ``stage1.<key>`` settings go to it, ``--epochs`` sets its epochs, and
-    ``stage1_run`` (the spec.json of an existing run) replaces it.
+    ``stage1_run`` (the spec.json of an existing run) replaces it. ``init_weights``: a file of initial
+    backbone weights (its sha256 goes into the spec of the run that starts from it).
     """
+    init = None
+    if init_weights is not None:
+        from .backbones import file_sha256
+
+        if not Path(init_weights).is_file():
+            raise LtbenchError(f"--init-weights {init_weights}: no such file.")
+        init = file_sha256(Path(init_weights))
     m: Method = methods.get(method)()
     overrides = parse_sets(sets or [])
     if stage1_run is not None and not m.stage1:
         raise LtbenchError(f"--stage1: {method} is a one-stage method; only decoupled methods "
                            f"({', '.join(n for n in methods.names() if methods.get(n).stage1)}) build on a stage-1 run.")
     if not m.stage1:
-        return _resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, {}, seed)
+        return replace(_resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, {}, seed),
+                       init=init)
 
     recipe = recipe or m.default_recipe
     b: Benchmark = benchmarks.get(benchmark)()
@@ -179,13 +193,14 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
             qualified.append((stage, key, value, item))
         parent_sets = [("train" if st == "stage1" else st, k, v, it) for st, k, v, it in qualified
                        if st in ("stage1", "data")]
-        parent = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets, stage1_fixed, seed)
+        parent = replace(_resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets,
+                                      stage1_fixed, seed), init=init)
         own_sets = [o for o in qualified if o[0] not in ("stage1", "data")]
     else:
         if any(st in ("stage1", "data") for st, *_ in overrides) or imbalance is not None or backbone is not None \
-                or epochs is not None:
+                or epochs is not None or init is not None:
             raise LtbenchError("with --stage1 RUN the stage-1 settings, the backbone and the data come from that "
-                               "run; drop --imbalance/--backbone/--epochs/--set stage1.*/data.* "
+                               "run; drop --imbalance/--backbone/--epochs/--init-weights/--set stage1.*/data.* "
                                "(stage-2 epochs: --set stage2.epochs=N).")
         parent = RunSpec.from_json(stage1_run)
         mine = benchmarks.get(benchmark)()

@@ -153,3 +153,36 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(LtbenchError, match="cannot be read.*--force"):
         execute(spec, store, RunOptions(device="cpu", live_progress=False))
     assert Path(rd.spec_file).exists()
+
+
+def test_initial_weights_are_loaded_and_hashed_into_the_spec(tmp_path):
+    import torch
+
+    from ltbench.backbones import small_cnn
+
+    torch.manual_seed(123)
+    src = small_cnn(num_classes=7, in_channels=1)  # another head: fc/classifier rows must be dropped
+    state = {f"module.features.{k}": v for k, v in src.features.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 128)
+    path = tmp_path / "init.pt"
+    torch.save({"state_dict": state}, path)
+
+    spec = _spec(epochs=1, init_weights=path)
+    assert spec.init.startswith("sha256:") and spec.run_id != _spec(epochs=1).run_id
+    store = Store(tmp_path / "res")
+    with pytest.raises(LtbenchError, match="--init-weights"):
+        execute(spec, store, RunOptions(device="cpu", live_progress=False))  # the file must be given again
+    result = execute(spec, store, RunOptions(device="cpu", live_progress=False, init_weights=path))
+    rec = result["method_record"]["init_weights"]
+    assert rec["sha256"] == spec.init and rec["loaded"] == len(src.features.state_dict())
+
+    other = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(LtbenchError, match="is not the file this run was specified with"):
+        execute(spec, Store(tmp_path / "res2"), RunOptions(device="cpu", live_progress=False, init_weights=other))
+    with pytest.raises(LtbenchError, match="none of its 1 tensors fit"):
+        execute(_spec(epochs=1, init_weights=other), Store(tmp_path / "res3"),
+                RunOptions(device="cpu", live_progress=False, init_weights=other))
+    assert Store(tmp_path / "res3").runs() == []  # no half-written record
+    with pytest.raises(LtbenchError, match="no such file"):
+        _spec(init_weights=tmp_path / "missing.pt")
