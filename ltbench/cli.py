@@ -134,7 +134,8 @@ def run(
         if spec.parent is not None:  # the shared stage-1 run is a row of its own (e.g. CE + tuned WD)
             done.append(store.run_dir(RunSpec.from_json(spec.parent)).result())
         done.append(result)
-    table = build_table(list({r["run_id"]: r for r in done}.values()))
+    done = list({r["run_id"]: r for r in done}.values())
+    table = build_table(done, columns=sorted({r["label"] for r in done}))
     print(f"\n{table['title']}  (records in {results})")
     print(render(table, "github"))
 
@@ -181,22 +182,27 @@ def status(results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="resu
 @app.command()
 @user_errors
 def table(
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated (default: the WB paper's five + any with records)"),
     method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated"),
     fmt: str = typer.Option("github", "--format", help="github | latex | csv | json"),
+    reference: bool = typer.Option(False, "--reference", help="put the published numbers beside ours"),
+    select: str = typer.Option("val", "--select", help="val: hyperparameters chosen on validation | last: every configuration, last epoch"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
 ) -> None:
-    """Comparison table of the finished runs: test top-1 of the selected checkpoint, mean and std over seeds."""
+    """Comparison table of the finished runs: test top-1, mean ± std (seeds) per method and benchmark."""
     from .store import Store
     from .tables import FORMATS, build_table, done_results, render
 
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
-    t = build_table(done_results(Store(results)), _split(dataset), _split(method))
+    if select not in ("val", "last"):
+        raise LtbenchError(f"--select {select!r}: expected val or last.")
+    t = build_table(done_results(Store(results)), datasets=_split(dataset), methods=_split(method), select=select,
+                    reference=reference)
     if not t["rows"]:
         raise LtbenchError(f"no finished runs in {results} match; run some with `ltbench run` first.")
     if fmt in ("github", "latex"):
-        print(t["title"])
+        print(t["title"] if fmt == "github" else f"% {t['title']}")
     print(render(t, fmt))
 
 

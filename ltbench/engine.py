@@ -197,8 +197,12 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
         bar.close()
 
     if hp["select"] != "last" and best["state"] is not None:
+        last_test = None
+        if best["epoch"] != epochs:  # the last epoch's test numbers, for tables that report the last epoch
+            logits, y = predict(model, splits, "test", device, batch_size=opts.eval_batch_size)
+            last_test = accuracy_report(logits, y, splits.class_counts, splits.shot_rule)
         model.load_state_dict(best["state"])
-        selected = {"rule": hp["select"], "epoch": best["epoch"], "score": best["score"]}
+        selected = {"rule": hp["select"], "epoch": best["epoch"], "score": best["score"], "last_epoch_test": last_test}
     else:
         selected = {"rule": "last", "epoch": epochs, "score": None}
     if hp["select"] == "test":

@@ -1,7 +1,17 @@
-"""Comparison tables over the records of a results store."""
+"""Comparison tables over the records of a results store.
+
+Rows are methods (plus weight balancing's stage 1, and published-only rows with --reference),
+columns are benchmark instances (the WB paper's five by default). Each cell averages the runs of one
+configuration over seeds: mean, std and the number of seeds. With ``select="val"`` a row's
+configuration (its hyperparameters) is chosen per column on the validation split, and the test
+accuracy of each run's selected checkpoint is reported; ``select="last"`` uses no validation at all:
+every configuration is a row and the last epoch is reported.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 from collections import defaultdict
@@ -10,9 +20,13 @@ from typing import Any
 
 from tabulate import tabulate
 
+from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, STAGE1, published
 from .store import Store
 
-FORMATS = {"github": "github", "latex": "latex_booktabs", "csv": None, "json": None}
+FORMATS = ("github", "latex", "csv", "json")
+GROUPS = ("many", "medium", "few", "all")
+ROW_ORDER = ["ce", STAGE1, "cb", "ldam_drw", "logit_adj", "balanced_softmax", "crt", "lws", "l2_norm", "tau_norm",
+             "logit_adj_posthoc", "wb"]
 
 
 def done_results(store: Store) -> list[dict[str, Any]]:
@@ -40,84 +54,243 @@ def _flat_hparams(r: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _row_labels(groups: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Method name, plus the settings that tell apart several configurations of the same method."""
-    by_method: dict[str, list[str]] = defaultdict(list)
-    for key, rs in groups.items():
-        by_method[rs[0]["method"]].append(key)
-    labels = {}
-    for method, keys in by_method.items():
-        flats = {k: _flat_hparams(groups[k][0]) for k in keys}
-        differing = sorted({h for f in flats.values() for h in f
-                            if len({json.dumps(g.get(h)) for g in flats.values()}) > 1 and not h.startswith("data.")})
-        for k in keys:
-            extra = ", ".join(f"{h.split('.', 1)[-1] if h.startswith(('train.', 'stage2.', 'posthoc.')) else h}="
-                              f"{flats[k].get(h)}" for h in differing)
-            labels[k] = f"{method} ({extra})" if extra else method
-    return labels
+def describe_differences(configs: list[list[dict[str, Any]]]) -> list[str]:
+    """For each configuration, the settings that tell it apart from the others ("" if none)."""
+    flats = [_flat_hparams(c[0]) for c in configs]
+    keys = sorted({h for f in flats for h in f if not h.startswith("data.")
+                   and len({json.dumps(g.get(h)) for g in flats}) > 1})
+
+    def short(h: str) -> str:
+        return h.split(".", 1)[-1] if h.startswith(("train.", "stage2.", "posthoc.")) else h
+
+    return [", ".join(f"{short(h)}={f.get(h)}" for h in keys) for f in flats]
 
 
-def _stat(values: list[float]) -> dict[str, Any]:
+def _stat(values: list[float | None]) -> dict[str, Any]:
     vals = [v for v in values if v is not None]
     if not vals:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"mean": round(statistics.fmean(vals), 2), "std": round(std, 2), "n": len(vals)}
 
 
-def _fmt(s: dict[str, Any]) -> str:
-    if s["n"] == 0 or s["mean"] is None:
+def _test_report(r: dict[str, Any], select: str) -> dict[str, Any]:
+    if select == "last":
+        return r.get("selected", {}).get("last_epoch_test") or r["test"]
+    return r["test"]
+
+
+def _val_score(rs: list[dict[str, Any]]) -> float:
+    vals = [r["val"]["class_mean"] for r in rs if r["val"].get("class_mean") is not None]
+    return statistics.fmean(vals) if vals else float("-inf")
+
+
+def _base(name: str) -> str:
+    """The method (or STAGE1) a row belongs to: "ce (weight_decay=0.005)" -> "ce"."""
+    return name if name in ROW_ORDER else name.split(" (")[0]
+
+
+def _row_sort_key(name: str) -> tuple[int, str]:
+    return (ROW_ORDER.index(_base(name)) if _base(name) in ROW_ORDER else len(ROW_ORDER), name)
+
+
+def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None = None,
+                methods: list[str] | None = None, columns: list[str] | None = None, select: str = "val",
+                reference: bool = False) -> dict[str, Any]:
+    """The table as data: every format renders this, so every format shows the same numbers.
+
+    ``datasets`` filters benchmarks by name, ``columns`` fixes the column labels (default: the WB
+    paper's five, plus any other benchmark instance that has records). With one column the cells
+    are many / medium / few / all of that benchmark.
+    """
+    rs = [r for r in results if not datasets or r["benchmark"] in datasets]
+    parents_of_wb = {r["method_record"].get("parent") for r in rs if r["method"] == "wb"}
+    if columns is None:
+        have = sorted({r["label"] for r in rs})
+        columns = have if datasets else \
+            DEFAULT_COLUMNS + [c for c in EXTRA_COLUMNS if c in have] + [c for c in have if c not in DEFAULT_COLUMNS + EXTRA_COLUMNS]
+    rs = [r for r in rs if r["label"] in columns]
+    per_benchmark = len(columns) == 1
+
+    # candidate rows: (row name, column) -> configuration -> runs
+    cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rs:
+        names = [r["method"]]
+        if r["run_id"] in parents_of_wb and select == "val":
+            names.append(STAGE1)
+        for name in names:
+            cand[(name, r["label"])][_config_key(r)].append(r)
+
+    rows: dict[str, dict[str, Any]] = defaultdict(dict)
+    notes: list[str] = []
+    for (name, col), configs in sorted(cand.items()):
+        groups = list(configs.values())
+        if select == "val":
+            best = max(groups, key=_val_score)
+            chosen = [(name, best)]
+            if len(groups) > 1:
+                diff = describe_differences(groups)[groups.index(best)]
+                notes.append(f"{name} on {col}: {diff} chosen on validation among {len(groups)} configurations")
+        else:
+            chosen = [(f"{name} ({d})" if d else name, g) for d, g in zip(describe_differences(groups), groups, strict=True)]
+        for row_name, group in chosen:
+            reports = [_test_report(r, select) for r in group]
+            cell = {g: _stat([rep["top1" if g == "all" else g] for rep in reports]) for g in GROUPS}
+            cell["seeds"] = sorted(r["seed"] for r in group)
+            cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group])
+            cell["selected_on_test"] = any(r["selected"].get("rule") == "test" for r in group)
+            rows[row_name][col] = cell
+
+    if methods:
+        keep = set(methods) | ({STAGE1} if "wb" in methods else set())
+        rows = defaultdict(dict, {k: v for k, v in rows.items() if _base(k) in keep})
+
+    if reference:
+        for p_row in {p.row for c in columns for p in [published(row, c) for row in _all_published_rows()] if p}:
+            if methods and _base(p_row) not in set(methods) | ({STAGE1} if "wb" in methods else set()):
+                continue
+            rows.setdefault(p_row, {})
+        for row_name, cells in rows.items():
+            for col in columns:
+                p = published(row_name, col) or published(_base(row_name), col)
+                if p is None:
+                    continue
+                cell = cells.setdefault(col, {g: {"mean": None, "std": None, "n": 0} for g in GROUPS})
+                cell["paper"] = {"many": p.many, "medium": p.medium, "few": p.few, "all": p.all, "source": p.source}
+                for g in GROUPS:
+                    ours, theirs = cell[g]["mean"], cell["paper"][g]
+                    cell[g]["delta"] = round(ours - theirs, 2) if ours is not None and theirs is not None else None
+        notes += sorted({f"paper: {cells[c]['paper']['source']}" for cells in rows.values() for c in cells
+                         if "paper" in cells[c]})
+
+    missing = []
+    if reference:  # per column, the rows ltbench can fill, with the command that fills them
+        from .registry import methods as registered
+
+        known = set(registered.names())
+        for col in columns:
+            todo = [r for r in sorted(rows, key=_row_sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
+                    and (r == STAGE1 or _base(r) in known)]
+            names = list(dict.fromkeys("wb" if r == STAGE1 else _base(r) for r in todo))
+            if names:
+                how = FILL.get(col) or _fill_from_records(col, results)
+                missing.append({"column": col, "rows": todo,
+                                "command": f"ltbench run --method {','.join(names)} {how} --seed 0,1,2"})
+    if any("iNaturalist" in c for c in columns):
+        notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
+    if any(c.get("selected_on_test") for cells in rows.values() for c in cells.values()):
+        notes.append("†: checkpoint chosen on the test set (labelled, not a clean protocol)")
+
+    ordered = dict(sorted(rows.items(), key=lambda kv: _row_sort_key(kv[0])))
+    kind = "last epoch" if select == "last" else "selected on validation"
+    title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
+    return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
+            "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
+
+
+def _all_published_rows() -> list[str]:
+    from .reference import PUBLISHED
+
+    return sorted({p.row for p in PUBLISHED})
+
+
+def _fill_from_records(col: str, results: Iterable[dict[str, Any]]) -> str:
+    for r in results:
+        if r["label"] == col:
+            extra = f" --imbalance {r['spec']['data']['imbalance']:g}" if "imbalance" in r["spec"]["data"] else ""
+            return f"--dataset {r['benchmark']}{extra}"
+    return "--dataset ?"
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+def _fmt(s: dict[str, Any] | None, pm: str = "±") -> str:
+    if not s or s.get("n", 0) == 0 or s.get("mean") is None:
         return "-"
     if s["n"] == 1:
         return f"{s['mean']:.2f}"
-    return f"{s['mean']:.2f} ± {s['std']:.2f} ({s['n']})"
+    return f"{s['mean']:.2f} {pm} {s['std']:.2f} ({s['n']})"
 
 
-def build_table(results: Iterable[dict[str, Any]], datasets: list[str] | None = None,
-                methods: list[str] | None = None) -> dict[str, Any]:
-    """Rows: configurations (method + the settings that differ), columns: benchmark instances;
-    cells: test accuracy of the selected checkpoint, mean/std over seeds. With a single benchmark
-    the columns are many / medium / few / all instead, and the spread of the per-class classifier
-    weight norms (largest / smallest row norm: 1 is perfectly balanced)."""
-    rs = [r for r in results if (not datasets or r["benchmark"] in datasets) and (not methods or r["method"] in methods)]
-    by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rs:
-        by_config[_config_key(r)].append(r)
-    labels = _row_labels(by_config)
-    bench_labels = sorted({r["label"] for r in rs})
-    per_benchmark = len(bench_labels) == 1
-    columns = ["many", "medium", "few", "all", "norm max/min"] if per_benchmark else bench_labels
-    rows: dict[str, dict[str, Any]] = defaultdict(dict)
-    for key, group in by_config.items():
-        row = rows[labels[key]]
-        if per_benchmark:
-            for col, field in (("many", "many"), ("medium", "medium"), ("few", "few"), ("all", "top1")):
-                row[col] = _stat([r["test"][field] for r in group])
-            row["norm max/min"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group])
-        else:
-            row[group[0]["label"]] = _stat([r["test"]["top1"] for r in group])
-        row["seeds"] = sorted(r["seed"] for r in group)
-    title = f"{bench_labels[0]}: test top-1 (%)" if per_benchmark else "test top-1 (%)"
-    return {"title": title, "columns": columns, "rows": dict(sorted(rows.items())), "n_records": len(rs)}
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
-def render(table: dict[str, Any], fmt: str = "github") -> str:
+def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list[list[str]]]:
+    ref = t["reference"]
+    if t["per_benchmark"]:
+        col = t["columns"][0]
+        header = ["method"] + [h for g in GROUPS for h in ([g, "paper", "Δ"] if ref and g == "all" else [g])]
+        header += ["norm max/min"]
+        body = []
+        for name, cells in t["rows"].items():
+            c = cells.get(col, {})
+            line = [name]
+            for g in GROUPS:
+                cell = _fmt(c.get(g), pm) + ("†" if c.get("selected_on_test") and g == "all" else "")
+                if ref and g != "all" and c.get("paper", {}).get(g) is not None:
+                    cell += f" [{c['paper'][g]:.2f}]"
+                line.append(cell)
+                if ref and g == "all":
+                    line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
+            line.append(_fmt(c.get("norm_ratio"), pm))
+            body.append(line)
+        return header, body
+    header = ["method"] + [h for col in t["columns"] for h in ([col, "paper", "Δ"] if ref else [col])]
+    body = []
+    for name, cells in t["rows"].items():
+        line = [name]
+        for col in t["columns"]:
+            c = cells.get(col, {})
+            line.append(_fmt(c.get("all"), pm) + ("†" if c.get("selected_on_test") else ""))
+            if ref:
+                line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
+        body.append(line)
+    return header, body
+
+
+def _footer(t: dict[str, Any]) -> list[str]:
+    lines = [f"- {n}" for n in t["notes"]]
+    if t["missing"]:
+        lines.append("missing cells, and the commands that fill them:")
+        lines += [f"- {m['column']} ({', '.join(m['rows'])}): {m['command']}" for m in t["missing"]]
+    return lines
+
+
+def _latex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("Δ", r"$\Delta$"), ("†", r"$^\dagger$"), ("±", r"$\pm$")):
+        s = s.replace(a, b)
+    return s
+
+
+def render(t: dict[str, Any], fmt: str = "github") -> str:
     if fmt == "json":
-        return json.dumps(table, indent=2, sort_keys=True)
-    cols = table["columns"]
+        return json.dumps(t, indent=2, sort_keys=True, ensure_ascii=False)
     if fmt == "csv":
-        import csv
-        import io
-
         buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["method"] + [f"{c} {s}" for c in cols for s in ("mean", "std", "n")])
-        for name, row in table["rows"].items():
-            cells = []
-            for c in cols:
-                s = row.get(c, {"mean": None, "std": None, "n": 0})
-                cells += ["" if s["mean"] is None else f"{s['mean']:.4f}",
-                          "" if s["std"] is None else f"{s['std']:.4f}", s["n"]]
-            w.writerow([name] + cells)
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["method", "column", "group", "mean", "std", "n", "paper", "delta"])
+        for name, cells in t["rows"].items():
+            for col in t["columns"]:
+                c = cells.get(col, {})
+                for g in GROUPS:
+                    s = c.get(g, {"mean": None, "std": None, "n": 0})
+                    paper = c.get("paper", {}).get(g)
+                    w.writerow([name, col, g, _num(s["mean"]) if s["mean"] is not None else "",
+                                _num(s["std"]) if s["std"] is not None else "", s["n"],
+                                "" if paper is None else f"{paper:.2f}",
+                                "" if s.get("delta") is None else f"{s['delta']:.2f}"])
         return buf.getvalue()
-    body = [[name] + [_fmt(row.get(c, {"n": 0, "mean": None})) for c in cols] for name, row in table["rows"].items()]
-    return tabulate(body, headers=["method"] + cols, tablefmt=FORMATS[fmt], disable_numparse=True)
+    header, body = _header_and_body(t)
+    if fmt == "github":
+        return "\n".join([tabulate(body, headers=header, tablefmt="github", disable_numparse=True), *_footer(t)])
+    if fmt == "latex":
+        cols = "l" + "r" * (len(header) - 1)
+        out = [r"\begin{tabular}{" + cols + "}", r"\toprule",
+               " & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+        out += [" & ".join(_latex_escape(c) for c in line) + r" \\" for line in body]
+        out += [r"\bottomrule", r"\end{tabular}"]
+        out += [f"% {_latex_escape(line)}" for line in _footer(t)]
+        return "\n".join(out)
+    raise ValueError(f"unknown format {fmt!r}")

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ltbench.cli import app
+from ltbench.reference import STAGE1
 
 runner = CliRunner()
 
@@ -36,7 +37,7 @@ def test_run_without_selectors_trains_builtins_on_digits_and_prints_the_table(st
     assert [c.strip() for c in lines[0].split("|")[1:7]] == ["method", "many", "medium", "few", "all", "norm max/min"]
     rows = {ln.split("|")[1].strip(): ln for ln in lines[2:]}
     # every built-in method, plus the shared stage-1 run (CE with the tuned weight decay) as its own row
-    assert set(rows) == {m for m in builtins if m != "ce"} | {"ce (weight_decay=0.0005)", "ce (weight_decay=0.0)"}
+    assert set(rows) == set(builtins) | {STAGE1}
     assert all("(2)" in row for row in rows.values())
     assert len(list((root / "runs" / "digits_lt" / "ce").iterdir())) == 4  # plain CE and stage 1, two seeds
 
@@ -54,9 +55,12 @@ def test_status_and_table(store):
     t = invoke("table", "--results", root, "--format", "json")
     assert t.exit_code == 0, t.output
     data = json.loads(t.output)
-    assert data["rows"]["wb"]["all"]["n"] == 2 and data["rows"]["wb"]["seeds"] == [0, 1]
+    cell = data["rows"]["wb"]["digits-LT IR20"]
+    assert cell["all"]["n"] == 2 and cell["seeds"] == [0, 1]
+    assert data["columns"][:5] == ["CIFAR-100-LT IR100", "CIFAR-100-LT IR50", "CIFAR-100-LT IR10", "ImageNet-LT",
+                                   "iNaturalist 2018"]
     csv = invoke("table", "--results", root, "--format", "csv")
-    assert csv.output.splitlines()[0].startswith("method,many mean,many std,many n")
+    assert csv.output.splitlines()[0] == "method,column,group,mean,std,n,paper,delta"
     g = invoke("table", "--results", root)
     assert "| wb " in g.output
 
