@@ -206,6 +206,44 @@ def table(
     print(render(t, fmt))
 
 
+@app.command()
+@user_errors
+def plot(
+    kind: str = typer.Argument(..., help="norms | accuracy | wd"),
+    run_ids: list[str] = typer.Argument(None, help="run ids (prefixes); wd: default all done runs that match the filters"),
+    output: Path | None = typer.Option(None, "-o", "--output", help="PNG file (default: ltbench-KIND.png)"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="wd: benchmark(s) to include"),
+    method: str | None = typer.Option(None, "--method", "-m", help="wd: method(s) to include"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+) -> None:
+    """Figures from records: classifier weight norms, per-class accuracy, accuracy against weight decay."""
+    from .plots import KINDS, PLOTTERS
+    from .store import Store
+    from .tables import done_results
+
+    if kind not in KINDS:
+        raise LtbenchError(f"`ltbench plot {kind}`: expected one of {', '.join(KINDS)}.")
+    store = Store(results)
+    if run_ids:
+        dirs = [store.find(r) for r in run_ids]
+        unfinished = [d.run_id for d in dirs if not d.is_done()]
+        if unfinished:
+            raise LtbenchError(f"run(s) {', '.join(unfinished)} are not finished; `ltbench status` shows them.")
+        chosen = [d.result() for d in dirs]
+    elif kind == "wd":
+        chosen = [r for r in done_results(store) if (not dataset or r["benchmark"] in _split(dataset))
+                  and (not method or r["method"] in _split(method))]
+    else:
+        raise LtbenchError(f"`ltbench plot {kind}` needs run ids (see `ltbench status`).")
+    if not chosen:
+        raise LtbenchError(f"no finished runs in {results} match.")
+    if kind != "wd" and len({r["label"] for r in chosen}) > 1:
+        raise LtbenchError(f"`ltbench plot {kind}` compares runs of one benchmark; these come from "
+                           f"{', '.join(sorted({r['label'] for r in chosen}))}.")
+    path = PLOTTERS[kind](chosen, output or Path(f"ltbench-{kind}.png"))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     app()
 
