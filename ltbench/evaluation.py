@@ -71,7 +71,7 @@ def autocast(device: torch.device) -> Any:
 
 
 def to_memory_format(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.ndim == 4 else x
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 @torch.no_grad()
