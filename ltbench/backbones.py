@@ -110,6 +110,36 @@ def small_cnn(num_classes: int, in_channels: int = 1) -> LTModel:
     return LTModel(features, 128, num_classes)
 
 
+# --- torchvision ImageNet backbones (the large benchmarks) ---
+
+def _torchvision_resnet(arch: str, num_classes: int, in_channels: int) -> LTModel:
+    """torchvision's ``arch`` with random weights and its fc replaced by Identity, so the feature
+    extractor's state dict has torchvision's keys and --init-weights takes a torchvision state dict."""
+    net = getattr(torchvision.models, arch)(weights=None)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    net.fc = nn.Identity()
+    return LTModel(net, 2048, num_classes)
+
+
+@backbones.register("resnet50")
+def resnet50(num_classes: int, in_channels: int = 3) -> LTModel:
+    """ResNet-50 (torchvision); 2048-d feature. iNaturalist 2018 (Kang et al.)."""
+    return _torchvision_resnet("resnet50", num_classes, in_channels)
+
+
+@backbones.register("resnext50_32x4d")
+def resnext50_32x4d(num_classes: int, in_channels: int = 3) -> LTModel:
+    """ResNeXt-50 32x4d (torchvision); 2048-d feature. ImageNet-LT (Kang et al., WB)."""
+    return _torchvision_resnet("resnext50_32x4d", num_classes, in_channels)
+
+
+@backbones.register("resnet152")
+def resnet152(num_classes: int, in_channels: int = 3) -> LTModel:
+    """ResNet-152 (torchvision); 2048-d feature. Places-LT, from ImageNet weights (--init-weights)."""
+    return _torchvision_resnet("resnet152", num_classes, in_channels)
+
+
 def build_backbone(name: str, num_classes: int, in_channels: int) -> LTModel:
     return backbones.get(name)(num_classes=num_classes, in_channels=in_channels)
 

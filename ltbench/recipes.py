@@ -40,7 +40,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 # (3 seeds) over {0, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2}: stage-1 CE val class-mean was
 # 91.0 / 90.7 / 89.8 / 90.3 / 89.5 / 87.2 / 78.8 / 59.5, and WB's final val was flat (92.3..93.7) over
 # 0..5e-3. Weight decay does not help this tiny benchmark's stage 1; the best value is 0.
-TUNED_WEIGHT_DECAY: dict[str, float] = {"cifar": 5e-3, "digits": 0.0}
+# imagenet_lt 5e-4 and inat2018 1e-4: inside the ranges WB sweeps (ImageNet-LT about 1e-4..1e-2, iNat
+# about 1e-6..1e-4; REFERENCE.md section 1) and the values of Kang et al.'s configs; not yet re-tuned
+# on validation here. places_lt has none (WB does not cover it): decoupled methods keep the recipe's.
+TUNED_WEIGHT_DECAY: dict[str, float] = {"cifar": 5e-3, "digits": 0.0, "imagenet_lt": 5e-4, "inat2018": 1e-4}
 
 # recipe -> benchmark family -> {"stage": {...}, "data": {...}, "backbone": name}
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -48,6 +51,30 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         # WB paper, stage 1: SGD 0.9, lr 0.01 cosine, batch 64, 200 epochs (WD comes from the method).
         "cifar": {"stage": {"epochs": 200, "batch_size": 64, "lr": 0.01, "schedule": "cosine", "weight_decay": 5e-4}},
         "digits": {"stage": {"epochs": 40, "batch_size": 64, "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4}},
+        # The large benchmarks: WB's shared protocol (batch 64, 512 on iNaturalist). The paper gives no
+        # separate epoch count for them and the authors' public code covers CIFAR only, so the CIFAR
+        # protocol's 200 epochs apply. WD of plain runs: Kang et al.'s (stage 1 of WB: TUNED_WEIGHT_DECAY).
+        "imagenet_lt": {"stage": {"epochs": 200, "batch_size": 64, "lr": 0.01, "schedule": "cosine",
+                                  "weight_decay": 5e-4}},
+        "inat2018": {"stage": {"epochs": 200, "batch_size": 512, "lr": 0.01, "schedule": "cosine",
+                               "weight_decay": 1e-4}},
+        # Places-LT is not in WB; the same protocol, but 30 epochs as it fine-tunes a ResNet-152 from
+        # ImageNet weights (OLTR / Kang et al.; pass them with --init-weights).
+        "places_lt": {"stage": {"epochs": 30, "batch_size": 64, "lr": 0.01, "schedule": "cosine",
+                                "weight_decay": 5e-4}},
+    },
+    "kang": {
+        # Kang et al. 2020 (classifier-balancing configs, feat_uniform): batch 512, lr 0.2 cosine to 0,
+        # 90 epochs (scale lr linearly with the batch). ImageNet-LT: ResNeXt-50, WD 5e-4; iNat: ResNet-50, WD 1e-4.
+        "imagenet_lt": {"stage": {"epochs": 90, "batch_size": 512, "lr": 0.2, "schedule": "cosine",
+                                  "weight_decay": 5e-4}, "backbone": "resnext50_32x4d"},
+        "inat2018": {"stage": {"epochs": 90, "batch_size": 512, "lr": 0.2, "schedule": "cosine",
+                               "weight_decay": 1e-4}, "backbone": "resnet50"},
+        # Places-LT stage 1 (OLTR's config, which Kang et al. start from): ResNet-152 from ImageNet weights
+        # (--init-weights), batch 128, 30 epochs, WD 5e-4. OLTR uses lr 0.001 for the backbone and 0.1 for
+        # the classifier with x0.1 every 10 epochs; the engine has one lr, so 0.01 with cosine decay.
+        "places_lt": {"stage": {"epochs": 30, "batch_size": 128, "lr": 0.01, "schedule": "cosine",
+                                "weight_decay": 5e-4}, "backbone": "resnet152"},
     },
     "cao": {
         # Cao et al. 2019 (LDAM-DRW code): lr 0.1, batch 128, WD 2e-4, 5 warm-up epochs, x0.01 at 160 and 180 of 200.

@@ -1,0 +1,273 @@
+"""`ltbench data check` and `ltbench data prepare`: verify a copy of a benchmark's data on disk, and
+explain (or perform, where that needs no login and no huge archive) the steps to get it.
+
+For split-file benchmarks (ImageNet-LT, iNaturalist 2018, Places-LT) `check` compares the split
+lists with the published ones (line counts, classes, images per class, many/medium/few groups;
+facts kept in the benchmark classes), then looks for the listed images (a random sample, or all
+with --full) and decodes them. Other benchmarks are checked by loading them without download.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import LtbenchError
+from .registry import benchmarks
+from .splitfile import LINE_FORMAT, SplitFileBenchmark, SplitList, read_split_file, split_summary
+
+# Kang et al.'s repository holds some of the published split lists; $LTBENCH_SPLIT_URL names a mirror.
+SPLIT_URL = "https://raw.githubusercontent.com/facebookresearch/classifier-balancing/HEAD"
+SHOWN = 5  # examples shown per problem
+
+
+@dataclass
+class Finding:
+    level: str  # "ok", "info", "warn" or "error"
+    text: str
+
+
+@dataclass
+class Report:
+    title: str
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, level: str, text: str) -> None:
+        self.findings.append(Finding(level, text))
+
+    @property
+    def errors(self) -> int:
+        return sum(f.level == "error" for f in self.findings)
+
+
+def _examples(items: list[str], total: int) -> str:
+    more = f"\n    ... and {total - len(items):,} more" if total > len(items) else ""
+    return "".join(f"\n    {item}" for item in items) + more
+
+
+def _benchmark(name: str) -> Any:
+    return benchmarks.get(name)()
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+def check(name: str, root: Path, split_root: Path | None = None, full: bool = False, sample: int = 500,
+          expect_real: bool = True, seed: int = 0) -> Report:
+    """Check a copy of benchmark ``name``: split lists (against the published facts when
+    ``expect_real``), presence of the listed images (``sample`` per split at random, all when
+    ``full``), and that they decode."""
+    if sample < 1:
+        raise LtbenchError(f"--sample {sample}: expected a positive number of images per split.")
+    bench = _benchmark(name)
+    root = Path(root)
+    if not isinstance(bench, SplitFileBenchmark):
+        return _check_by_loading(bench, root)
+    split_dir = Path(split_root or root)
+    report = Report(f"{bench.title}: images in {root}, split lists in {split_dir}")
+    lists = _check_split_files(bench, split_dir, expect_real, report)
+    if "train" in lists:
+        _check_classes(bench, lists, expect_real, report)
+    rng = random.Random(seed)
+    for entries in lists.values():
+        _check_images(bench, root, entries, full, sample, rng, report)
+    return report
+
+
+def _check_by_loading(bench: Any, root: Path) -> Report:
+    report = Report(f"{bench.title}: data in {root}")
+    try:
+        splits = bench.load(dict(bench.params), root, download=False)
+    except LtbenchError as exc:
+        report.add("error", str(exc))
+        return report
+    report.add("ok", f"loads: {len(splits.train):,} training, {len(splits.val):,} validation and "
+                     f"{len(splits.test):,} test images of {splits.num_classes} classes")
+    return report
+
+
+def _check_split_files(bench: SplitFileBenchmark, split_dir: Path, expect_real: bool,
+                       report: Report) -> dict[str, SplitList]:
+    lists = {}
+    for split, path in bench.split_paths(split_dir).items():
+        if not path.is_file():
+            report.add("error", f"{path.name}: not found in {split_dir}. Put it there (or pass --split-root); "
+                                f"`ltbench data prepare {bench.name}` says where to get it.")
+            continue
+        entries, problems = read_split_file(path, bench.num_classes, max_problems=None)
+        if problems:
+            report.add("error", f"{path.name}: {len(problems):,} malformed line(s); {LINE_FORMAT} in "
+                                f"0..{bench.num_classes - 1}:" + _examples(problems[:SHOWN], len(problems)))
+        lists[split] = entries
+        classes, most, fewest = split_summary(entries.labels)
+        facts = bench.published[split]
+        text = f"{path.name}: {len(entries):,} images of {classes:,} classes, {most}..{fewest} per class"
+        if expect_real and (len(entries), classes, most, fewest) != (facts.lines, facts.classes,
+                                                                     facts.max_per_class, facts.min_per_class):
+            report.add("error", f"{text}; the published file has {facts.lines:,} images of {facts.classes:,} "
+                                f"classes, {facts.max_per_class}..{facts.min_per_class} per class. Replace it with "
+                                f"the published file (--no-expect-real checks a subset of your own).")
+        else:
+            report.add("ok", text)
+    return lists
+
+
+def _check_classes(bench: SplitFileBenchmark, lists: dict[str, SplitList], expect_real: bool,
+                   report: Report) -> None:
+    from .data import ShotRule
+
+    counts = Counter(lists["train"].labels)
+    rule = ShotRule(100, 20)
+    groups = rule.groups([counts.get(c, 0) for c in range(max(counts, default=-1) + 1)])
+    sizes = (len(groups["many"]), len(groups["medium"]), len(groups["few"]))
+    text = f"many / medium / few classes ({rule.describe()['many']}, {rule.describe()['few']}): " \
+           f"{sizes[0]} / {sizes[1]} / {sizes[2]}"
+    if expect_real and bench.published_groups is not None and sizes != bench.published_groups:
+        report.add("error", f"{text}; published: {' / '.join(map(str, bench.published_groups))}")
+    else:
+        report.add("ok", text)
+    unmatched = bench.unmatched_labels(lists)
+    if unmatched:
+        report.add("error", f"{unmatched}; the split lists do not belong together.")
+    train = set(lists["train"].paths)
+    for split, entries in lists.items():
+        shared = [p for p in entries.paths if p in train] if split != "train" else []
+        if shared:
+            report.add("warn", f"{entries.file.name}: {len(shared):,} of its images are also in "
+                               f"{lists['train'].file.name}:" + _examples(shared[:SHOWN], len(shared)))
+
+
+def _check_images(bench: SplitFileBenchmark, root: Path, entries: SplitList, full: bool, sample: int,
+                  rng: random.Random, report: Report) -> None:
+    n = len(entries)
+    if n == 0:
+        return
+    chosen = list(range(n)) if full or sample >= n else sorted(rng.sample(range(n), sample))
+    what = f"all {n:,}" if len(chosen) == n else f"a random sample of {len(chosen):,} of {n:,}"
+    missing = [i for i in chosen if not (root / entries.paths[i]).is_file()]
+    name = entries.file.name
+    if missing:
+        dirs = " and ".join(d + "/" for d in bench.image_dirs)
+        report.add("error", f"{name}: {len(missing):,} of {what} listed images are missing under {root} (is it the "
+                            f"folder that holds {dirs}?):"
+                            + _examples([f"{entries.paths[i]} ({entries.where(i)})" for i in missing[:SHOWN]],
+                                        len(missing)))
+    else:
+        report.add("ok", f"{name}: {what} listed images are present")
+    gone = set(missing)
+    present = [i for i in chosen if i not in gone]
+    broken = _undecodable(root, entries, present)
+    if broken:
+        report.add("error", f"{name}: {len(broken):,} of {len(present):,} images do not decode (truncated or not "
+                            f"images); restore them from the original archive:"
+                            + _examples([f"{entries.paths[i]} ({entries.where(i)}): {why}" for i, why in broken[:SHOWN]],
+                                        len(broken)))
+    elif present:
+        report.add("ok", f"{name}: {len(present):,} images decode")
+
+
+class _DecodeCheck:
+    """Item k: None when image ``indices[k]`` decodes, else why not (run in DataLoader workers)."""
+
+    def __init__(self, root: Path, entries: SplitList, indices: list[int]):
+        self.root, self.paths, self.indices = root, entries.paths, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> str | None:
+        from .images import ImageReadError, decode_rgb, read_image_bytes
+
+        try:
+            decode_rgb(read_image_bytes(self.root / self.paths[self.indices[k]]))
+        except ImageReadError as exc:
+            return str(exc)
+        return None
+
+
+def _undecodable(root: Path, entries: SplitList, indices: list[int]) -> list[tuple[int, str]]:
+    import torch.utils.data
+
+    from .images import loader_workers
+
+    if not indices:
+        return []
+    workers = min(loader_workers(), max(1, len(indices) // 64))
+    loader = torch.utils.data.DataLoader(_DecodeCheck(root, entries, indices), batch_size=None,  # type: ignore[arg-type]
+                                         num_workers=workers if len(indices) > 64 else 0)
+    return [(i, why) for i, why in zip(indices, loader, strict=True) if why is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare(name: str, root: Path, split_root: Path | None = None, download: bool = True) -> Report:
+    """Explain where benchmark ``name``'s data comes from and where it goes; perform the steps that
+    need no login and no large archive (download published split lists, build lists from annotation
+    files, sort ImageNet's validation images); report what is still missing."""
+    bench = _benchmark(name)
+    root = Path(root)
+    if not isinstance(bench, SplitFileBenchmark):
+        report = Report(f"{bench.title}: data in {root}")
+        try:
+            splits = bench.load(dict(bench.params), root, download=True)
+            report.add("ok", f"ready: {len(splits.train):,} training images of {splits.num_classes} classes")
+        except LtbenchError as exc:
+            report.add("error", str(exc))
+        return report
+    split_dir = Path(split_root or root)
+    report = Report(f"{bench.title}: images in {root}, split lists in {split_dir}")
+    report.add("info", bench.images_help.replace("ROOT", str(root)))
+    report.add("info", f"{bench.splits_help} They go in {split_dir} (--split-root, default the data root).")
+    for path in bench.split_paths(split_dir).values():
+        if not path.is_file() and path.name in bench.public_split_files:
+            _fetch_split_file(bench, path, download, report)
+    for done in bench.prepare_local(root, split_dir):
+        report.add("ok", done)
+    for path in bench.split_paths(split_dir).values():
+        if path.is_file():
+            report.add("ok", f"{path.name} is in place")
+        else:
+            report.add("error", f"{path.name} is missing from {split_dir} (see above where to get it)")
+    for folder in bench.image_dirs:
+        if (root / folder).is_dir():
+            report.add("ok", f"{root / folder}/ is in place")
+        else:
+            report.add("error", f"{root / folder}/ is missing (see above where to get the images)")
+    hint = f" --split-root {split_dir}" if split_root else ""
+    report.add("info", f"Then `ltbench data check {bench.name} --root {root}{hint}` verifies the copy.")
+    return report
+
+
+def _fetch_split_file(bench: SplitFileBenchmark, target: Path, download: bool, report: Report) -> None:
+    url = f"{os.environ.get('LTBENCH_SPLIT_URL', SPLIT_URL).rstrip('/')}/{bench.public_split_files[target.name]}"
+    if not download:
+        report.add("info", f"{target.name}: not downloaded (--no-download); it is published at {url}")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            shutil.copyfileobj(response, out)
+        entries, problems = read_split_file(tmp, bench.num_classes, max_problems=1)
+        split = next(s for s, n in bench.split_files.items() if n == target.name)
+        facts = bench.published[split]
+        if problems or len(entries) != facts.lines:
+            raise ValueError(f"the file at that address is not the published list ({len(entries):,} images, "
+                             f"expected {facts.lines:,})")
+        os.replace(tmp, target)
+        report.add("ok", f"downloaded {target.name} ({len(entries):,} images) from {url}")
+    except (OSError, ValueError) as exc:
+        report.add("warn", f"could not download {target.name} from {url} ({exc}); put it in {target.parent} by hand.")
+    finally:
+        tmp.unlink(missing_ok=True)

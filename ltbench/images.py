@@ -1,0 +1,335 @@
+"""The image pipeline of the split-file benchmarks (ImageNet-LT, iNaturalist 2018, Places-LT):
+reading, decoding and the standard ImageNet-style augmentation of image files, batched for the engine
+(the split lists themselves: ``ltbench.splitfile``).
+
+``ImageFileSplits`` offers the engine the same interface as ``ltbench.data.Splits``:
+
+- the epoch's order comes from ``ltbench.data.sample_indices`` and one seed per image is drawn from
+  the epoch generator; every random choice of an image's augmentation comes from its own seed, so a
+  batch is a pure function of (seed, epoch) whatever the number of DataLoader workers;
+- workers (``LTBENCH_WORKERS``, default min(8, CPUs)) read the files; on the CPU they also decode and
+  augment, and hand uint8 crops to the main process, which normalises on the training device;
+- with CUDA the workers only read bytes and the main process decodes each batch on the GPU
+  (``torchvision.io.decode_jpeg(device="cuda")``) and augments it there (``LTBENCH_DECODE``:
+  ``auto`` (default), ``workers`` or ``device`` forces one path).
+
+Train: RandomResizedCrop(crop, scale 0.08..1, ratio 3/4..4/3) + horizontal flip (+ ColorJitter
+brightness/contrast/saturation, in a random order, as torchvision's ColorJitter). Test: Resize(resize)
+of the shorter side + CenterCrop(crop). Both on uint8 tensors with torchvision.transforms.v2, antialiased.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils.data
+
+from .data import Augment, ShotRule, sample_indices
+from .errors import LtbenchError
+from .splitfile import SplitList
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHUNK = 32  # images per worker task; batches are assembled from chunks in order
+
+
+# ---------------------------------------------------------------------------------------------
+# transforms
+
+
+def crop_box(h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
+             g: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a RandomResizedCrop, torchvision's algorithm (ten tries at a
+    random area and aspect ratio, then a central crop), with every draw taken from ``g``."""
+    area = h * w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(2, generator=g).tolist()
+        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
+        aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+            return top, left, ch, cw
+    in_ratio = w / h
+    if in_ratio < min(ratio):
+        cw, ch = w, int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        ch, cw = h, int(round(h * max(ratio)))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """The train and test transforms of uint8 (3, H, W) images, on whatever device they live."""
+
+    crop: int = 224
+    resize: int = 256
+    color_jitter: float = 0.4  # brightness, contrast and saturation factors in [1 - j, 1 + j]; 0: none
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def train(self, img: torch.Tensor, seed: int) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as TF
+
+        g = torch.Generator().manual_seed(seed)
+        top, left, h, w = crop_box(img.shape[-2], img.shape[-1], self.scale, self.ratio, g)
+        out = TF.resized_crop(img, top, left, h, w, [self.crop, self.crop], antialias=True)
+        if float(torch.rand(1, generator=g)) < 0.5:
+            out = TF.horizontal_flip(out)
+        if self.color_jitter > 0:
+            j = self.color_jitter
+            factors = (1 - j + 2 * j * torch.rand(3, generator=g)).tolist()
+            ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+            for k in torch.randperm(3, generator=g).tolist():
+                out = ops[k](out, factors[k])
+        return out
+
+    def eval(self, img: torch.Tensor) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as TF
+
+        out = TF.resize(img, [self.resize], antialias=True)
+        return TF.center_crop(out, [self.crop, self.crop])
+
+    def describe(self) -> dict[str, str]:
+        jitter = f" + ColorJitter({self.color_jitter:g}, {self.color_jitter:g}, {self.color_jitter:g})" \
+            if self.color_jitter > 0 else ""
+        return {"train": f"RandomResizedCrop({self.crop}, scale={self.scale}) + RandomHorizontalFlip{jitter}",
+                "test": f"Resize({self.resize}) + CenterCrop({self.crop})",
+                "normalize": f"mean {IMAGENET_MEAN}, std {IMAGENET_STD}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# reading and decoding
+
+
+class ImageReadError(Exception):
+    pass
+
+
+def read_image_bytes(path: Path) -> torch.Tensor:
+    """The encoded file as a uint8 tensor; ImageReadError when it is missing, unreadable or empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageReadError(exc.strerror or type(exc).__name__) from None
+    if not data:
+        raise ImageReadError("empty file")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_rgb(data: torch.Tensor) -> torch.Tensor:
+    """Decode JPEG (grayscale and CMYK included), PNG, GIF or WebP bytes to uint8 RGB (3, H, W)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1].rsplit(", ", 1)[-1]
+        raise ImageReadError(f"cannot decode it ({reason})") from None
+
+
+def decode_on_device(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """Decode a batch of JPEG bytes on ``device`` in one call (nvJPEG on CUDA); None for the images
+    it cannot decode there (e.g. PNG files named .JPEG), to be decoded on the CPU."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        out: list[torch.Tensor | None] = []
+        for d in datas:
+            try:
+                out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                out.append(None)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine-facing data object
+
+
+@dataclass
+class ImageFiles:
+    """One split: image files under ``root`` and their labels."""
+
+    root: Path
+    paths: list[str]
+    y: torch.Tensor
+    source: SplitList  # where each entry was listed (file:line in messages)
+    name: str = ""
+
+    @staticmethod
+    def from_list(root: Path, entries: SplitList, name: str) -> ImageFiles:
+        return ImageFiles(Path(root), entries.paths, torch.tensor(entries.labels, dtype=torch.long), entries, name)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return torch.bincount(self.y, minlength=num_classes).tolist()
+
+
+@dataclass
+class _Failure:
+    message: str
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Item k: the images of chunk k of an ordered selection of a split, read (and, when
+    ``decode``, decoded and transformed: uint8 (n, 3, crop, crop)) by a DataLoader worker.
+    ``seeds`` (one per image) selects the train transform; None the test transform."""
+
+    def __init__(self, files: ImageFiles, order: torch.Tensor, seeds: torch.Tensor | None,
+                 chunks: list[tuple[int, int]], transform: ImageTransform, decode: bool, benchmark: str):
+        self.files, self.order, self.seeds, self.chunks = files, order, seeds, chunks
+        self.transform, self.decode, self.benchmark = transform, decode, benchmark
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> Any:
+        a, b = self.chunks[k]
+        idx = self.order[a:b].tolist()
+        seeds = self.seeds[a:b].tolist() if self.seeds is not None else [None] * len(idx)
+        out: list[torch.Tensor] = []
+        for i, seed in zip(idx, seeds, strict=True):
+            try:
+                data = read_image_bytes(self.files.root / self.files.paths[i])
+                if not self.decode:
+                    out.append(data)
+                    continue
+                img = decode_rgb(data)
+            except ImageReadError as exc:
+                return _Failure(image_error(self.files, i, str(exc), self.benchmark))
+            out.append(self.transform.train(img, seed) if seed is not None else self.transform.eval(img))
+        return torch.stack(out) if self.decode else out
+
+
+def image_error(files: ImageFiles, i: int, reason: str, benchmark: str) -> str:
+    return (f"image {files.root / files.paths[i]} (listed at {files.source.where(i)}): {reason}. Restore the "
+            f"file, or check --data-root; `ltbench data check {benchmark} --root {files.root} --full` lists "
+            f"every missing or broken image.")
+
+
+def loader_workers() -> int:
+    """DataLoader workers: $LTBENCH_WORKERS, else min(8, CPUs). Never part of a spec: results do not
+    depend on it."""
+    text = os.environ.get("LTBENCH_WORKERS")
+    if text is None:
+        return min(8, os.cpu_count() or 1)
+    if not text.strip().isdigit():
+        raise LtbenchError(f"LTBENCH_WORKERS={text!r}: expected a number of DataLoader workers (0 or more).")
+    return int(text)
+
+
+def decode_on(device: torch.device) -> str:
+    """Where images are decoded: "workers" (CPU, in the DataLoader workers) or "device" (in the main
+    process, batched on the training device). $LTBENCH_DECODE: auto (device on CUDA), workers, device."""
+    mode = os.environ.get("LTBENCH_DECODE", "auto")
+    if mode not in ("auto", "workers", "device"):
+        raise LtbenchError(f"LTBENCH_DECODE={mode!r}: expected auto, workers or device.")
+    if mode == "auto":
+        return "device" if device.type == "cuda" else "workers"
+    return mode
+
+
+@dataclass
+class ImageFileSplits:
+    """The engine's view of an image-file benchmark (the interface of ``ltbench.data.Splits``)."""
+
+    train: ImageFiles
+    val: ImageFiles
+    test: ImageFiles
+    num_classes: int
+    transform: ImageTransform
+    benchmark: str
+    augment: Augment = Augment(crop_padding=0, flip=True)  # flip: the final report adds flip-averaged accuracy
+    shot_rule: ShotRule = ShotRule(100, 20)
+    select_set: str = "val"
+    info: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def class_counts(self) -> list[int]:
+        return self.train.class_counts(self.num_classes)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return x.float().div_(255).sub_(mean).div_(std)  # ToTensor + Normalize, in place: one new tensor
+
+    def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
+                      augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = sample_indices(self.train.y, sampler, gen)
+        seeds = torch.randint(0, 2**62, (len(order),), generator=gen) if augment else None
+        yield from self._batches(self.train, order, seeds, batch_size, device, drop_single=True)
+
+    def eval_batches(self, split: str, batch_size: int, device: torch.device,
+                     flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        files: ImageFiles = getattr(self, split)
+        yield from self._batches(files, torch.arange(len(files)), None, batch_size, device, flip=flip)
+
+    def _batches(self, files: ImageFiles, order: torch.Tensor, seeds: torch.Tensor | None, batch_size: int,
+                 device: torch.device, drop_single: bool = False,
+                 flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bounds = [(a, min(a + batch_size, len(order))) for a in range(0, len(order), batch_size)]
+        if drop_single and bounds and bounds[-1][1] - bounds[-1][0] < 2:  # a batch of one breaks batch norm
+            bounds.pop()
+        chunks = [(c, min(c + CHUNK, b)) for a, b in bounds for c in range(a, b, CHUNK)]
+        mode = decode_on(device)
+        workers = loader_workers()
+        self.info.setdefault("loader", {"decode": f"{mode} ({device.type})", "workers": workers})
+        dataset = _Chunks(files, order, seeds, chunks, self.transform, mode == "workers", self.benchmark)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                             pin_memory=device.type == "cuda" and mode == "workers",
+                                             prefetch_factor=4 if workers else None)
+        items = iter(loader)
+        try:
+            for a, b in bounds:
+                parts = []
+                for _ in range(math.ceil((b - a) / CHUNK)):
+                    item = next(items)
+                    if isinstance(item, _Failure):
+                        raise LtbenchError(item.message)
+                    parts.append(item)
+                if mode == "workers":
+                    x = torch.cat([p.to(device, non_blocking=True) for p in parts])
+                else:
+                    x = self._decode_batch(files, order[a:b], seeds[a:b] if seeds is not None else None,
+                                           [d for p in parts for d in p], device)
+                if flip:
+                    x = x.flip(3)
+                yield self.normalize(x), files.y[order[a:b]].to(device, non_blocking=True)
+        finally:
+            # Stop the workers now, not whenever a traceback that holds this frame is collected (a
+            # worker pool shut down late waits seconds for each worker).
+            del items
+
+    def _decode_batch(self, files: ImageFiles, idx: torch.Tensor, seeds: torch.Tensor | None,
+                      datas: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Decode a batch in the main process on ``device`` (falling back to the CPU per image) and
+        transform it there; the same transforms, and the same seeds, as the worker path."""
+        decoded = decode_on_device(datas, device)
+        out = []
+        for k, (i, img) in enumerate(zip(idx.tolist(), decoded, strict=True)):
+            if img is None:
+                try:
+                    img = decode_rgb(datas[k]).to(device)
+                except ImageReadError as exc:
+                    raise LtbenchError(image_error(files, i, str(exc), self.benchmark)) from None
+            out.append(self.transform.train(img, int(seeds[k])) if seeds is not None else self.transform.eval(img))
+        return torch.stack(out)
