@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -75,6 +75,34 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
         print()
 
 
+# Launch options of `run` and `sweep` (ltbench.launch): where and how jobs run, never part of a spec.
+Launcher = Annotated[str, typer.Option("--launcher", help="inline (this process) | local (submitit "
+                                       "processes on this machine) | slurm (submitit job arrays)")]
+MaxJobs = Annotated[int | None, typer.Option("--max-jobs", help="local: jobs at once (default: one per GPU; "
+                                             "1 on a CPU-only machine, where jobs share the cores)")]
+TimeLimit = Annotated[int | None, typer.Option("--time", help="minutes per job (default 240 on SLURM, 1440 "
+                                               "local); at the limit a job checkpoints and requeues itself")]
+Gpus = Annotated[int | None, typer.Option("--gpus", help="GPUs per node of a job (local default: 1 where "
+                                          "there are GPUs); several: one run over them (DDP)")]
+Nodes = Annotated[int, typer.Option("--nodes", help="slurm: nodes per run (DDP across nodes)")]
+TasksPerNode = Annotated[int | None, typer.Option("--tasks-per-node", help="processes per node of one run "
+                                                  "(DDP ranks; default: one per GPU)")]
+Cpus = Annotated[int | None, typer.Option("--cpus", help="CPUs per task (torch threads)")]
+Mem = Annotated[float | None, typer.Option("--mem", help="slurm: memory per node, GB")]
+Partition = Annotated[str | None, typer.Option("--partition", help="slurm partition")]
+Account = Annotated[str | None, typer.Option("--account", help="slurm account")]
+Qos = Annotated[str | None, typer.Option("--qos", help="slurm quality of service")]
+Constraint = Annotated[str | None, typer.Option("--constraint", help="slurm node features, e.g. a100")]
+ArrayParallelism = Annotated[int | None, typer.Option("--array-parallelism",
+                                                      help="slurm: array tasks running at once")]
+Sbatch = Annotated[str, typer.Option("--sbatch", help="slurm: more sbatch flags, e.g. "
+                                     "'--exclusive --gres=gpu:a100:2'")]
+Setup = Annotated[list[str] | None, typer.Option("--setup", help="shell line a job runs first (repeatable), "
+                                                 "e.g. 'module load cuda'")]
+SyncBn = Annotated[bool, typer.Option("--sync-bn", help="DDP on CUDA: SyncBatchNorm instead of per-rank "
+                                      "BatchNorm (recorded)")]
+
+
 @app.command()
 @user_errors
 def run(
@@ -94,9 +122,20 @@ def run(
     stage1: str | None = typer.Option(None, "--stage1", help="decoupled methods: build on this finished stage-1 run id"),
     split_root: Path | None = typer.Option(None, "--split-root", help="split-file benchmarks: folder of the split lists (default: --data-root)"),
     init_weights: Path | None = typer.Option(None, "--init-weights", help="initial backbone weights (a torch state dict file)"),
+    sync_bn: SyncBn = False,
+    launcher: Launcher = "inline",
+    max_jobs: MaxJobs = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
+    tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
+    account: Account = None, qos: Qos = None, constraint: Constraint = None,
+    array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None,
 ) -> None:
     """Train and evaluate, then print the comparison table. With no selectors: the built-in methods
-    on the embedded digits-LT benchmark (CPU, no download)."""
+    on the embedded digits-LT benchmark (CPU, no download). --launcher local|slurm submits the runs
+    as jobs and waits for them."""
+    from .launch import check_options, launch_options
+
+    launch_opts = launch_options(locals())
+    check_options(launch_opts)
     from .registry import methods as method_registry
     from .specs import resolve
     from .store import Store
@@ -120,9 +159,12 @@ def run(
     from .tables import build_table, render
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
-                      init_weights=init_weights)
-    done = []
-    for i, spec in enumerate(specs, 1):
+                      init_weights=init_weights, sync_bn=sync_bn)
+    from .cli_sweep import launch_and_wait
+
+    inline = launch_opts.launcher == "inline"
+    done = [] if inline else launch_and_wait(specs, store, opts, launch_opts, force)  # jobs run the specs
+    for i, spec in enumerate(specs if inline else [], 1):
         rd = store.run_dir(spec)
         status = "done, skipped" if rd.is_done() and not force else ("resuming" if rd.checkpoint_file.exists() else "new")
         err.print(f"[bold]run {i}/{len(specs)}[/bold] {spec.method} on {spec.label()} ({spec.backbone}, recipe "
@@ -151,32 +193,15 @@ def _check_writable(results: Path) -> None:
 
 @app.command()
 @user_errors
-def status(results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root")) -> None:
-    """done / running / unfinished / failed runs in the store."""
-    import json
+def status(
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    sweep: str = typer.Option("all", "--sweep", help="all | latest | a sweep id (`ltbench sweep` prints it)"),
+) -> None:
+    """done / running / queued / failed / unfinished runs, from the store and the scheduler (SLURM's
+    squeue/sacct for launched jobs); failed runs with the last lines of their error."""
+    from .cli_sweep import show_status
 
-    from tabulate import tabulate
-
-    from .store import Store
-
-    store = Store(results)
-    rows, counts = [], {}
-    for rd in store.runs():
-        spec = rd.spec()
-        state = rd.state()
-        counts[state] = counts.get(state, 0) + 1
-        epochs = sum(hp.get("epochs", 0) for hp in spec["stages"].values())
-        done_epochs = len(rd.metrics())
-        top1 = f"{rd.result()['test']['top1']:.2f}" if state == "done" else ""
-        note = ""
-        if state == "failed":
-            note = json.loads(rd.failed_file.read_text())["error"].strip().splitlines()[-1][:80]
-        rows.append([rd.run_id, spec["benchmark"], spec["method"], spec["seed"], state, f"{done_epochs}/{epochs}", top1, note])
-    if not rows:
-        print(f"no runs in {results}")
-        return
-    print(tabulate(rows, headers=["run", "benchmark", "method", "seed", "state", "epochs", "test top-1", "note"]))
-    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    show_status(results, sweep)
 
 
 @app.command()
@@ -242,6 +267,12 @@ def plot(
                            f"{', '.join(sorted({r['label'] for r in chosen}))}.")
     path = PLOTTERS[kind](chosen, output or Path(f"ltbench-{kind}.png"))
     print(f"wrote {path}")
+
+
+from . import cli_sweep  # noqa: E402, F401  (registers `ltbench sweep`)
+from .cli_data import data_app  # noqa: E402  (the `ltbench data check|prepare` commands)
+
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:

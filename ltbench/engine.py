@@ -5,6 +5,7 @@ Methods only plug in through the hooks of ``ltbench.method.Method``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -18,9 +19,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .backbones import LTModel, build_backbone, check_initial_weights, load_initial_weights
 from .data import Splits, per_epoch_generator
+from .distributed import SINGLE, Dist
 from .errors import LtbenchError
 from .evaluation import (
     accuracy_report,
@@ -49,6 +51,7 @@ class RunOptions:
     live_progress: bool | None = None  # None: rich bars when stderr is a terminal
     eval_batch_size: int = 1024
     extra_env: dict[str, Any] = field(default_factory=dict)
+    sync_bn: bool = False  # several CUDA ranks: SyncBatchNorm instead of per-rank BatchNorm (recorded)
 
 
 class NonFiniteLoss(Exception):
@@ -122,9 +125,12 @@ def _evaluate_for_selection(model: torch.nn.Module, splits: Splits, device: torc
 
 
 def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: RunDir, seed: int,
-                opts: RunOptions, title: str, frozen: torch.nn.Module | None = None) -> dict[str, Any]:
+                opts: RunOptions, title: str, frozen: torch.nn.Module | None = None,
+                dist: Dist = SINGLE) -> dict[str, Any]:
     """Train one stage with per-epoch checkpoints; returns the selection summary. Resumes from the
-    run directory's checkpoint when there is one. ``frozen`` (a part of ``model``) stays in eval mode."""
+    run directory's checkpoint when there is one. ``frozen`` (a part of ``model``) stays in eval mode.
+    With several processes (``dist``) each trains on its shard of every global batch and only rank 0
+    writes; see ltbench.distributed."""
     hp, splits, device = ctx.hp, ctx.splits, ctx.device
     groups = method.param_groups(model, ctx)
     for g in groups:
@@ -139,16 +145,18 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
         opt.load_state_dict(ck["optimizer"])
         ctx.state.update(ck.get("method_state", {}))
         start, best = ck["epoch"], ck["best"]
-        rd.trim_metrics(ctx.stage, start)
         console.print(f"[dim]{title}: resuming after epoch {start} from {rd.checkpoint_file}[/dim]")
+    if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
+        rd.trim_metrics(ctx.stage, start)
+    net = distributed.wrap(model, dist, device)  # after the checkpoint: every rank starts from the same state
 
     epochs, steps = hp["epochs"], _stage_steps(splits, hp)
-    bar = EpochProgress(title, epochs, steps, start, opts.live_progress)
+    bar = EpochProgress(title, epochs, steps, start, opts.live_progress, enabled=dist.is_main)
     try:
         for epoch in range(start, epochs):
             ctx.epoch = epoch
             t0 = time.time()
-            model.train()
+            net.train()
             if frozen is not None:
                 frozen.eval()
             bar.start_epoch(epoch)
@@ -163,17 +171,24 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * f
                 lr = hp["lr"] * f
+                part = distributed.shard(x, y, dist)  # this rank's slice of the global batch (all of it alone)
+                if part is None:
+                    break
+                x, y, share = part
                 with autocast(device):
-                    logits = model(to_memory_format(x, device)).float()
+                    logits = net(to_memory_format(x, device)).float()
                 loss = method.loss(logits, y, ctx)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * share).backward()  # share: world size x this rank's fraction of the batch (1 alone)
                 opt.step()
                 method.after_step(model, ctx)
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
                 bar.step()
+            loss_sum, correct, n_seen = distributed.sum_over_ranks(dist, loss_sum, correct,
+                                                                   torch.tensor(seen, device=device))
+            seen = int(n_seen)
             mean_loss = float(loss_sum) / max(seen, 1)
             if not math.isfinite(mean_loss):
                 raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} "
@@ -188,10 +203,11 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
             row = {"stage": ctx.stage, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
                    "train_acc": 100.0 * float(correct) / max(seen, 1), "val_class_mean": val, "test_top1": test,
                    "time_s": time.time() - t0, "train_s": t_train, "images_per_s": seen / max(t_train, 1e-9)}
-            rd.append_metrics(row)
-            rd.save_checkpoint({"stage": ctx.stage, "epoch": epoch + 1, "model": model.state_dict(),
-                                "optimizer": opt.state_dict(), "best": best, "method_state": ctx.state})
-            rd.heartbeat()
+            if dist.is_main:
+                rd.append_metrics(row)
+                rd.save_checkpoint({"stage": ctx.stage, "epoch": epoch + 1, "model": model.state_dict(),
+                                    "optimizer": opt.state_dict(), "best": best, "method_state": ctx.state})
+                rd.heartbeat()
             bar.end_epoch(epoch, row)
     finally:
         bar.close()
@@ -226,7 +242,8 @@ def final_report(model: LTModel, splits: Splits, device: torch.device, bs: int) 
 
 
 def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) -> dict[str, Any]:
-    """Run a spec to completion (or skip it when done), returning its result record."""
+    """Run a spec to completion (or skip it when done), returning its result record. Under torchrun or
+    a submitit job of several tasks every rank calls it (same spec); rank 0 owns the run directory."""
     rd = store.run_dir(spec)
     if rd.is_done() and not force:
         return rd.result()
@@ -234,33 +251,44 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
         execute(RunSpec.from_json(spec.parent), store, opts)
     bench = benchmarks.get(spec.benchmark)()
     method: Method = methods.get(spec.method)()
-    device = resolve_device(opts.device)
+    dist = distributed.setup(opts.device)
+    device = distributed.device_for(resolve_device(opts.device), dist)
     splits = bench.load(spec.data, Path(opts.data_root), opts.download, opts.split_root)  # before any record
     if spec.init is not None and spec.parent is None:
         check_initial_weights(opts.init_weights, spec.init)
-    if force and rd.path.exists():
-        if rd.lock_is_live():
-            raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
-        store.remove(rd)
-    rd = store.create(spec)
     title = f"{spec.method}/{spec.benchmark}/{spec.run_id[:8]}"
-    with rd.locked():
-        rd.failed_file.unlink(missing_ok=True)
+    with contextlib.ExitStack() as lock:
+        distributed.on_rank0(dist, lambda: _claim(spec, store, rd, force, lock))
         try:
-            return _run(spec, rd, bench, method, splits, device, opts, title, store)
+            result = _run(spec, rd, bench, method, splits, device, opts, title, store, dist)
         except NonFiniteLoss as exc:
-            store.remove(rd)
+            if dist.is_main:
+                store.remove(rd)
             raise LtbenchError(f"{title}: {exc}. Nothing was recorded; lower the learning rate "
                                f"(--set lr=...) or check the data.") from None
         except LtbenchError:
-            if not rd.checkpoint_file.exists():  # nothing of value yet: leave no half-written record
+            if dist.is_main and not rd.checkpoint_file.exists():  # nothing of value yet: leave no record
                 store.remove(rd)
             raise
         except KeyboardInterrupt:
             raise  # the checkpoint stays; the next launch resumes
         except Exception:
-            atomic_write_json(rd.failed_file, {"error": traceback.format_exc(), "time": time.time()})
+            if dist.is_main:
+                atomic_write_json(rd.failed_file, {"error": traceback.format_exc(), "time": time.time()})
             raise
+    distributed.barrier(dist)  # the record is written before any rank goes on (e.g. to a stage 2 on it)
+    return result
+
+
+def _claim(spec: RunSpec, store: Store, rd: RunDir, force: bool, lock: contextlib.ExitStack) -> None:
+    """Create the run directory (replacing it with --force) and hold its lock until ``lock`` closes."""
+    if force and rd.path.exists():
+        if rd.lock_is_live():
+            raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
+        store.remove(rd)
+    store.create(spec)
+    lock.enter_context(rd.locked())
+    rd.failed_file.unlink(missing_ok=True)
 
 
 class ClassifierHead(torch.nn.Module):
@@ -275,7 +303,7 @@ class ClassifierHead(torch.nn.Module):
 
 
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
-         opts: RunOptions, title: str, store: Store) -> dict[str, Any]:
+         opts: RunOptions, title: str, store: Store, dist: Dist = SINGLE) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -287,6 +315,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
         records["parent"] = parent.run_id
     elif spec.init is not None:
         records["init_weights"] = load_initial_weights(model, opts.init_weights)
+    model = distributed.prepare_model(model, dist, opts.sync_bn, device)
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
     t0 = time.time()
     selected: dict[str, Any] = {"rule": "none (no training stage)", "epoch": None, "score": None}
@@ -302,13 +331,14 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
                 ctx.splits = extract_features(model.features, splits, device, opts.eval_batch_size)
                 records[f"{stage}_path"] = "cached_features"
                 records[f"{stage}_feature_extraction_s"] = time.time() - t_feat
-                selected = train_stage(ClassifierHead(model.classifier), method, ctx, rd, spec.seed, opts, title)
+                selected = train_stage(ClassifierHead(model.classifier), method, ctx, rd, spec.seed, opts, title,
+                                       dist=dist)
                 ctx.splits = splits
             else:
                 if frozen:
                     records[f"{stage}_path"] = "frozen_backbone_per_epoch"
                 selected = train_stage(model, method, ctx, rd, spec.seed, opts, title,
-                                       frozen=model.features if frozen else None)
+                                       frozen=model.features if frozen else None, dist=dist)
         method.finalize(model, ctx)
         records.update(ctx.record)
     train_s = time.time() - t0
@@ -322,9 +352,10 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
         "groups": {k: len(v) for k, v in splits.shot_rule.groups(splits.class_counts).items()},
         "data_info": splits.info, "method_record": records,
         "timings": {"train_s": train_s, "final_eval_s": time.time() - t1},
-        "env": {**environment(device), **opts.extra_env},
+        "env": {**environment(device), **distributed.describe(dist, spec.stages, opts.sync_bn), **opts.extra_env},
     }
-    rd.save_model(model.state_dict())
-    atomic_write_json(rd.result_file, result)
-    rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    if dist.is_main:
+        rd.save_model(model.state_dict())
+        atomic_write_json(rd.result_file, result)
+        rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     return result

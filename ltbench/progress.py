@@ -13,9 +13,11 @@ console = Console(stderr=True)
 
 
 class EpochProgress:
-    def __init__(self, title: str, epochs: int, steps: int, start_epoch: int = 0, live: bool | None = None):
+    def __init__(self, title: str, epochs: int, steps: int, start_epoch: int = 0, live: bool | None = None,
+                 enabled: bool = True):
         self.title, self.epochs, self.steps = title, epochs, steps
-        self.live = sys.stderr.isatty() if live is None else live
+        self.enabled = enabled  # False: silent (ranks other than 0 of a distributed run)
+        self.live = enabled and (sys.stderr.isatty() if live is None else live)
         self._t0 = time.time()
         self._bar: Progress | None = None
         if self.live:
@@ -43,8 +45,8 @@ class EpochProgress:
         text = " ".join(parts)
         if self._bar:
             self._bar.update(self._epochs_task, completed=epoch + 1, info=text)
-        elif epoch == 0 or epoch + 1 == self.epochs or (epoch + 1) % max(1, self.epochs // 10) == 0 \
-                or row["time_s"] > 10:
+        elif self.enabled and (epoch == 0 or epoch + 1 == self.epochs or (epoch + 1) % max(1, self.epochs // 10) == 0
+                               or row["time_s"] > 10):
             print(f"[{self.title}] epoch {epoch + 1}/{self.epochs} {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:

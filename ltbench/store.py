@@ -54,6 +54,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _slurm_restart_count() -> int:
+    """How many times SLURM has requeued the current job (0 outside SLURM)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -83,7 +88,9 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_file.exists():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        text = self.metrics_file.read_text()
+        lines = text.splitlines(keepends=True)  # a last line without its newline is still being written
+        return [json.loads(line) for line in lines if line.strip() and line.endswith("\n")]
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_file, "a") as f:
@@ -143,13 +150,17 @@ class RunDir:
             return False
         if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
             return False
+        job = os.environ.get("SLURM_JOB_ID")
+        if job and info.get("job") == job and (info.get("host") != socket.gethostname()
+                                               or info.get("restart", 0) < _slurm_restart_count()):
+            return False  # left by an earlier run of this SLURM job, which was requeued (maybe to another node)
         return info["age_s"] < STALE_AFTER_S
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive right to write this run directory, with a heartbeat (``heartbeat()``)."""
         me = {"host": socket.gethostname(), "pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID"),
-              "started": time.time()}
+              "restart": _slurm_restart_count(), "started": time.time()}
         for _ in range(2):
             try:
                 fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

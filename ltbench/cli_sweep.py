@@ -1,0 +1,263 @@
+"""`ltbench sweep`, `ltbench status`, and the launching side of `ltbench run --launcher local|slurm`
+(ltbench.sweep plans, ltbench.launch launches). torch is imported only when something is launched."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from .cli import (
+    DEFAULT_BENCHMARK,
+    DEFAULT_RESULTS,
+    Account,
+    ArrayParallelism,
+    Constraint,
+    Cpus,
+    Gpus,
+    Launcher,
+    MaxJobs,
+    Mem,
+    Nodes,
+    Partition,
+    Qos,
+    Sbatch,
+    Setup,
+    SyncBn,
+    TasksPerNode,
+    TimeLimit,
+    _check_writable,
+    _seeds,
+    _split,
+    app,
+    err,
+    user_errors,
+)
+from .errors import LtbenchError
+
+if TYPE_CHECKING:
+    from .engine import RunOptions
+    from .launch import Launched, LaunchOptions
+    from .specs import RunSpec
+    from .store import RunDir, Store
+    from .sweep import Plan, Point
+
+
+@app.command()
+@user_errors
+def sweep(
+    method: str | None = typer.Option(None, "--method", "-m",
+                                      help="method(s), comma-separated (default: all built-in)"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d",
+                                       help=f"benchmark(s), comma-separated (default: {DEFAULT_BENCHMARK})"),
+    backbone: str | None = typer.Option(None, "--backbone", "-b",
+                                        help="backbone (default: the benchmark's / recipe's)"),
+    imbalance: float | None = typer.Option(None, "--imbalance", help="imbalance ratio n_max/n_min"),
+    recipe: str | None = typer.Option(None, "--recipe",
+                                      help="paper | cao | official (default: the method's)"),
+    set_: list[str] = typer.Option([], "--set", help="a hyperparameter: stage.key=value (repeatable)"),
+    grid: list[str] = typer.Option([], "--grid", help="stage.key=v1,v2,... (repeatable): one run per "
+                                   "combination, e.g. stage1.weight_decay=1e-3,5e-3"),
+    seeds: str = typer.Option("0", "--seeds", "--seed", help="seeds, comma-separated"),
+    epochs: int | None = typer.Option(None, "--epochs", help="epochs of the first training stage"),
+    data_root: Path = typer.Option(Path("data"), "--data-root", envvar="LTBENCH_DATA",
+                                   help="where the datasets live"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+    download: bool = typer.Option(True, "--download/--no-download", help="download missing public datasets"),
+    stage1: str | None = typer.Option(None, "--stage1",
+                                      help="decoupled methods: build on this finished stage-1 run id"),
+    split_root: Path | None = typer.Option(None, "--split-root",
+                                           help="split-file benchmarks: folder of the split lists"),
+    init_weights: Path | None = typer.Option(None, "--init-weights",
+                                             help="initial backbone weights (a torch state dict file)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan; launch nothing"),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="launch failed runs again (they resume from their checkpoint)"),
+    sync_bn: SyncBn = False,
+    launcher: Launcher = "local",
+    max_jobs: MaxJobs = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
+    tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
+    account: Account = None, qos: Qos = None, constraint: Constraint = None,
+    array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None,
+) -> None:
+    """Launch a sweep: selectors x --grid x --seeds. Shows which runs are done, running, queued, failed
+    or missing, launches only what is missing (unfinished runs resume) and returns without waiting;
+    `ltbench status --sweep latest` follows it. Stage-2 runs wait for their (shared) stage-1 run."""
+    from .launch import Manifest, check_options, launch_options
+    from .registry import methods as method_registry
+    from .store import Store
+    from .sweep import expand, make_plan, render
+
+    launch_opts = launch_options(locals())
+    check_options(launch_opts, dry_run)
+    store = Store(results)
+    builtins = [e.name for e in method_registry.entries() if e.origin.startswith("builtin")]
+    points = expand(_split(method) or builtins, _split(dataset) or [DEFAULT_BENCHMARK], _seeds(seeds), grid,
+                    sets=set_, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
+                    stage1_run=_stage1_spec(store, stage1), init_weights=init_weights)
+    if not dry_run:
+        _check_writable(results)
+    plan = make_plan(points, store, Manifest(results), launch_opts.launcher, retry_failed)
+    print(render(plan))
+    if dry_run:
+        print("dry run: nothing launched.")
+        return
+    from .engine import RunOptions
+
+    opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
+                      init_weights=init_weights, sync_bn=sync_bn)
+    launched, sweep_id = _launch_recorded(plan, points, store, opts, launch_opts)
+    jobs = [str(x.entry["job_id"]) for x in launched if x.entry["job_id"] is not None]
+    what = f"in {len(jobs)} {launch_opts.launcher} jobs ({_short(jobs)})" if jobs else launch_opts.launcher
+    n = sum(len(x.run_ids) for x in launched)
+    print(f"sweep {sweep_id}: " + (f"launched {n} runs {what}." if n else "nothing to launch.")
+          + f" Follow it with: ltbench status --results {results} --sweep latest")
+
+
+def _short(ids: list[str], n: int = 6) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def _stage1_spec(store: Store, stage1: str | None) -> dict[str, Any] | None:
+    if not stage1:
+        return None
+    rd = store.find(stage1)
+    if not rd.is_done():
+        raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); "
+                           "finish it first.")
+    return rd.spec()
+
+
+def _launch_recorded(plan: Plan, points: list[Point], store: Store, opts: RunOptions,
+                     lo: LaunchOptions) -> tuple[list[Launched], str]:
+    """Launch the plan's runs and record the sweep and its jobs in the manifest (also the jobs
+    submitted before a submission failed halfway)."""
+    from .launch import Manifest, command_line, launch
+
+    def record() -> str:
+        return Manifest(store.root).record(command_line(), lo.launcher, [p.spec for p in points], launched)
+
+    launched: list[Launched] = []
+    try:
+        for x in launch(plan.to_launch, plan.after_jobs(), store, opts, lo):
+            launched.append(x)
+    except BaseException:
+        if launched:
+            record()
+        raise
+    return launched, record()
+
+
+def launch_and_wait(specs: list[RunSpec], store: Store, opts: RunOptions, lo: LaunchOptions,
+                    force: bool) -> list[dict[str, Any]]:
+    """`ltbench run --launcher local|slurm`: launch the runs that are not done (all of them with
+    --force), wait for the jobs, and return the records, stage-1 runs included."""
+    from .launch import Manifest, wait
+    from .specs import RunSpec
+    from .sweep import Point, make_plan, render
+
+    points: dict[str, Point] = {}
+    for s in specs:  # each stage-1 run once, before the runs on it
+        if s.parent is not None:
+            parent = RunSpec.from_json(s.parent)
+            points.setdefault(parent.run_id, Point(parent))
+        points.setdefault(s.run_id, Point(s))
+    if force:
+        for s in specs:
+            rd = store.run_dir(s)
+            if rd.lock_is_live():
+                raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
+            store.remove(rd)
+    plan = make_plan(list(points.values()), store, Manifest(store.root), lo.launcher)
+    err.print(render(plan), highlight=False)
+    launched, _ = _launch_recorded(plan, list(points.values()), store, opts, lo)
+    if launched:
+        err.print(f"waiting for {len(launched)} {lo.launcher} jobs ...", highlight=False)
+        wait(launched)
+    records, missing = [], []
+    for p in points.values():
+        rd = store.run_dir(p.spec)
+        if rd.is_done():
+            records.append(rd.result())
+        else:
+            missing.append(p.spec.run_id)
+    if missing:
+        raise LtbenchError(f"{len(missing)} of {len(points)} runs did not finish ({_short(missing)}); "
+                           f"`ltbench status --results {store.root}` shows why.")
+    return records
+
+
+def show_status(results: Path, which: str) -> None:
+    """The `ltbench status` table: every run of the store and the manifest (or of one sweep)."""
+    from tabulate import tabulate
+
+    from .launch import Manifest, job_states
+    from .store import RunDir, Store
+    from .sweep import STATES, run_state
+
+    store, manifest = Store(results), Manifest(results)
+    data = manifest.load()
+    dirs = {rd.run_id: rd for rd in store.runs()}
+    if which == "all":
+        ids = list(dirs) + [rid for rid in data["runs"] if rid not in dirs]
+    else:
+        sw = _find_sweep(data["sweeps"], which, results)
+        ids = sw["runs"]
+        print(f"sweep {sw['id']} ({time.strftime('%Y-%m-%d %H:%M', time.localtime(sw['time']))}, "
+              f"{sw['launcher']}): {sw['command']}")
+    if not ids:
+        print(f"no runs in {results}")
+        return
+    jobs = manifest.latest_jobs(data)
+    states = job_states([jobs[r] for r in ids if r in jobs])
+    rows, counts, failures = [], Counter(), []
+    for rid in ids:
+        info = data["runs"].get(rid, {})
+        rd = dirs.get(rid) or RunDir(Path(results) / "runs" / info["benchmark"] / info["method"] / rid)
+        spec = rd.spec() if rd.spec_file.exists() else None
+        job = jobs.get(rid)
+        jstate = states.get(str(job["job_id"])) if job and job.get("job_id") is not None else None
+        state, note = run_state(rd, job, jstate)
+        counts[state] += 1
+        epochs = sum(hp.get("epochs", 0) for hp in spec["stages"].values()) if spec else info.get("epochs", 0)
+        top1 = f"{rd.result()['test']['top1']:.2f}" if state == "done" else ""
+        where = f"{job['launcher']} {job['job_id']}" + (f" {jstate}" if jstate else "") \
+            if job and job.get("job_id") is not None else ""
+        meta = spec or info
+        rows.append([rid, meta["benchmark"], meta["method"], meta["seed"], state,
+                     f"{len(rd.metrics())}/{epochs}", top1, where, note[:70]])
+        if state == "failed":
+            failures.append((rid, meta, _error_tail(rd, job) or [note]))
+    headers = ["run", "benchmark", "method", "seed", "state", "epochs", "test top-1", "job", "note"]
+    print(tabulate(rows, headers=headers))
+    print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
+    for rid, meta, tail in failures:
+        print(f"\nfailed: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}):")
+        print("\n".join(f"    {line}" for line in tail) or "    (no error recorded)")
+
+
+def _find_sweep(sweeps: list[dict[str, Any]], which: str, results: Path) -> dict[str, Any]:
+    if not sweeps:
+        raise LtbenchError(f"--sweep {which}: no sweep was launched into {results} (`ltbench sweep`).")
+    if which == "latest":
+        return sweeps[-1]
+    hits = [s for s in sweeps if s["id"].startswith(which)]
+    if len(hits) != 1:
+        raise LtbenchError(f"--sweep {which}: {'no' if not hits else len(hits)} sweeps match; the sweeps of "
+                           f"{results} are {', '.join(s['id'] for s in sweeps[-5:])} (latest last).")
+    return hits[0]
+
+
+def _error_tail(rd: RunDir, job: dict[str, Any] | None, lines: int = 5) -> list[str]:
+    """The last lines of a failed run's error: its FAILED traceback, else its job's error log."""
+    import json
+
+    from .launch import log_tail
+
+    if rd.failed_file.exists():
+        return json.loads(rd.failed_file.read_text()).get("error", "").strip().splitlines()[-lines:]
+    return log_tail(job, lines) if job and job.get("job_id") is not None else []
