@@ -110,7 +110,7 @@ def run(
     dataset: str | None = typer.Option(None, "--dataset", "-d", help=f"benchmark(s), comma-separated (default: {DEFAULT_BENCHMARK})"),
     backbone: str | None = typer.Option(None, "--backbone", "-b", help="backbone (default: the benchmark's / recipe's)"),
     imbalance: float | None = typer.Option(None, "--imbalance", help="imbalance ratio n_max/n_min (CIFAR-LT, digits-LT)"),
-    recipe: str | None = typer.Option(None, "--recipe", help="paper | cao | official (default: the method's)"),
+    recipe: str | None = typer.Option(None, "--recipe", help="paper | cao | official | kang (default: the method's)"),
     set_: list[str] = typer.Option([], "--set", help="override a hyperparameter: stage.key=value (repeatable)"),
     seed: str = typer.Option("0", "--seed", help="seed(s), comma-separated"),
     epochs: int | None = typer.Option(None, "--epochs", help="epochs of the first training stage (stage 1 of decoupled methods; stage 2: --set stage2.epochs=N)"),
