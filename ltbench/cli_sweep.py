@@ -57,7 +57,7 @@ def sweep(
                                         help="backbone (default: the benchmark's / recipe's)"),
     imbalance: float | None = typer.Option(None, "--imbalance", help="imbalance ratio n_max/n_min"),
     recipe: str | None = typer.Option(None, "--recipe",
-                                      help="paper | cao | official (default: the method's)"),
+                                      help="paper | cao | official | kang (default: the method's)"),
     set_: list[str] = typer.Option([], "--set", help="a hyperparameter: stage.key=value (repeatable)"),
     grid: list[str] = typer.Option([], "--grid", help="stage.key=v1,v2,... (repeatable): one run per "
                                    "combination, e.g. stage1.weight_decay=1e-3,5e-3"),

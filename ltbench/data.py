@@ -112,9 +112,7 @@ class Splits:
         return self.train.class_counts(self.num_classes)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float().div_(255) - mean) / std
+        return normalize(x, self.mean, self.std)
 
     def train_batches(
         self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device, augment: bool = True
@@ -140,6 +138,14 @@ class Splits:
             if flip:
                 x = x.flip(3)
             yield self.normalize(x), y_all[start:start + batch_size]
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 images -> float, scaled to [0, 1] and standardised per channel (ToTensor + Normalize),
+    in place on one new tensor."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return x.float().div_(255).sub_(m).div_(s)
 
 
 def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:

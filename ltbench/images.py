@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.utils.data
 
-from .data import Augment, ShotRule, sample_indices
+from .data import Augment, ShotRule, normalize, sample_indices
 from .errors import LtbenchError
 from .splitfile import SplitList
 
@@ -268,9 +268,7 @@ class ImageFileSplits:
         return self.train.class_counts(self.num_classes)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return x.float().div_(255).sub_(mean).div_(std)  # ToTensor + Normalize, in place: one new tensor
+        return normalize(x, self.mean, self.std)
 
     def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
                       augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

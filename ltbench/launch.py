@@ -46,7 +46,7 @@ from submitit.core.utils import FailedSubmissionError, JobPaths, UncompletedJobE
 
 from .errors import LtbenchError
 from .specs import RunSpec
-from .store import Store, atomic_write_json
+from .store import Store, atomic_write_json, pid_alive
 
 if TYPE_CHECKING:
     from .engine import RunOptions
@@ -402,12 +402,8 @@ def job_paths(entry: dict[str, Any]) -> JobPaths:
 
 
 def _pid_is_local_job(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     return not cmdline.exists() or b"submitit.local._local" in cmdline.read_bytes()
 

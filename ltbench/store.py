@@ -44,7 +44,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -148,7 +148,7 @@ class RunDir:
         info = self.lock_info()
         if info is None:
             return False
-        if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
+        if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1))):
             return False
         job = os.environ.get("SLURM_JOB_ID")
         if job and info.get("job") == job and (info.get("host") != socket.gethostname()
