@@ -102,7 +102,13 @@ def test_preempted_job_requeues_itself_and_resumes_from_its_checkpoint(tmp_path)
     _wait_all(ref, timeout=60)
 
     paths = job_paths(run["jobs"][-1])
-    log = " ".join((paths.stdout.read_text() + paths.stderr.read_text()).split())  # unwrapped
+    t0 = time.time()
+    while True:  # the requeued job's log lines can reach the file a little after the run is done
+        log = " ".join((paths.stdout.read_text() + paths.stderr.read_text()).split())  # unwrapped
+        if ("Calling checkpoint method" in log and "resuming after epoch" in log) or time.time() - t0 > 30:
+            break
+        time.sleep(0.5)
+    assert rd.is_done(), "the requeued job did not finish the run"
     assert "Calling checkpoint method" in log and "resuming after epoch" in log, log[-3000:]
     show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     assert "Restarts=1" in show, show  # SLURM requeued it once (submitit's own log line may be cut off)
