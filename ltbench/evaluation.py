@@ -11,7 +11,7 @@ from .data import FeatureSplits, ShotRule, Splits, TensorSet
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, splits: Splits, split: str, device: torch.device,
-            flip_average: bool = False, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+            flip_average: bool = False, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits (on the CPU) and labels of a split; with ``flip_average`` the logits are the
     mean over the image and its horizontal mirror."""
     was_training = model.training
@@ -75,7 +75,7 @@ def to_memory_format(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int = 1024) -> FeatureSplits:
+def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int = 256) -> FeatureSplits:
     """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented."""
     was_training = features.training
     features.eval()
