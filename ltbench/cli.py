@@ -38,6 +38,22 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def _builtin_methods() -> list[str]:
+    from .registry import methods
+
+    return [e.name for e in methods.entries() if e.origin.startswith("builtin")]
+
+
+def _stage1_spec(store: Any, stage1: str | None) -> dict[str, Any] | None:
+    """The spec.json of the finished run that --stage1 names (None without --stage1)."""
+    if not stage1:
+        return None
+    rd = store.find(stage1)
+    if not rd.is_done():
+        raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); finish it first.")
+    return rd.spec()
+
+
 def _seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in _split(text)] or [0]
@@ -136,19 +152,13 @@ def run(
 
     launch_opts = launch_options(locals())
     check_options(launch_opts)
-    from .registry import methods as method_registry
     from .specs import resolve
     from .store import Store
 
     store = Store(results)
-    method_names = _split(method) or [e.name for e in method_registry.entries() if e.origin.startswith("builtin")]
+    method_names = _split(method) or _builtin_methods()
     dataset_names = _split(dataset) or [DEFAULT_BENCHMARK]
-    parent = None
-    if stage1:
-        rd = store.find(stage1)
-        if not rd.is_done():
-            raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); finish it first.")
-        parent = rd.spec()
+    parent = _stage1_spec(store, stage1)
     specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
                      stage1_run=parent, init_weights=init_weights)
              for d in dataset_names for m in method_names for s in _seeds(seed)]

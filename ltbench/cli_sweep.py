@@ -29,9 +29,11 @@ from .cli import (
     SyncBn,
     TasksPerNode,
     TimeLimit,
+    _builtin_methods,
     _check_writable,
     _seeds,
     _split,
+    _stage1_spec,
     app,
     err,
     user_errors,
@@ -88,15 +90,13 @@ def sweep(
     or missing, launches only what is missing (unfinished runs resume) and returns without waiting;
     `ltbench status --sweep latest` follows it. Stage-2 runs wait for their (shared) stage-1 run."""
     from .launch import Manifest, check_options, launch_options
-    from .registry import methods as method_registry
     from .store import Store
     from .sweep import expand, make_plan, render
 
     launch_opts = launch_options(locals())
     check_options(launch_opts, dry_run)
     store = Store(results)
-    builtins = [e.name for e in method_registry.entries() if e.origin.startswith("builtin")]
-    points = expand(_split(method) or builtins, _split(dataset) or [DEFAULT_BENCHMARK], _seeds(seeds), grid,
+    points = expand(_split(method) or _builtin_methods(), _split(dataset) or [DEFAULT_BENCHMARK], _seeds(seeds), grid,
                     sets=set_, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
                     stage1_run=_stage1_spec(store, stage1), init_weights=init_weights)
     if not dry_run:
@@ -120,16 +120,6 @@ def sweep(
 
 def _short(ids: list[str], n: int = 6) -> str:
     return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
-
-
-def _stage1_spec(store: Store, stage1: str | None) -> dict[str, Any] | None:
-    if not stage1:
-        return None
-    rd = store.find(stage1)
-    if not rd.is_done():
-        raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); "
-                           "finish it first.")
-    return rd.spec()
 
 
 def _launch_recorded(plan: Plan, points: list[Point], store: Store, opts: RunOptions,

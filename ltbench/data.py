@@ -123,10 +123,11 @@ class Splits:
             b = idx[start:start + batch_size]
             if len(b) < 2:  # a batch of one breaks batch norm; it is a rounding remainder
                 break
-            x = x_all[b.to(device)]
+            b = b.to(device)
+            x = x_all[b]
             if augment:
                 x = random_crop_flip(x, self.augment, gen)
-            yield self.normalize(x), y_all[b.to(device)]
+            yield self.normalize(x), y_all[b]
 
     def eval_batches(
         self, split: str, batch_size: int, device: torch.device, flip: bool = False

@@ -20,7 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, STAGE1, published
+from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, STAGE1, published
 from .store import Store
 
 FORMATS = ("github", "latex", "csv", "json")
@@ -146,7 +146,7 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
         rows = defaultdict(dict, {k: v for k, v in rows.items() if _base(k) in keep})
 
     if reference:
-        for p_row in {p.row for c in columns for p in [published(row, c) for row in _all_published_rows()] if p}:
+        for p_row in {p.row for p in PUBLISHED if p.column in columns}:
             if methods and _base(p_row) not in set(methods) | ({STAGE1} if "wb" in methods else set()):
                 continue
             rows.setdefault(p_row, {})
@@ -186,12 +186,6 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
     title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
     return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
             "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
-
-
-def _all_published_rows() -> list[str]:
-    from .reference import PUBLISHED
-
-    return sorted({p.row for p in PUBLISHED})
 
 
 def _fill_from_records(col: str, results: Iterable[dict[str, Any]]) -> str:
