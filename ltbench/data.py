@@ -188,6 +188,7 @@ class FeatureSplits:
     val: TensorSet
     test: TensorSet
     base: Splits
+    test_flip: TensorSet | None = None  # features of the mirrored test images (flip-averaged accuracy)
 
     @property
     def num_classes(self) -> int:
@@ -201,6 +202,10 @@ class FeatureSplits:
     def class_counts(self) -> list[int]:
         return self.base.class_counts
 
+    @property
+    def augment(self) -> Augment:
+        return self.base.augment
+
     def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
                       augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = sample_indices(self.train.y, sampler, gen)
@@ -213,9 +218,9 @@ class FeatureSplits:
 
     def eval_batches(self, split: str, batch_size: int, device: torch.device,
                      flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if flip:
-            raise ValueError("cached features have no flipped view")
-        data: TensorSet = getattr(self, split)
+        data: TensorSet | None = getattr(self, f"{split}_flip" if flip else split, None)
+        if data is None:
+            raise ValueError(f"these cached features have no mirrored view of {split}")
         for start in range(0, len(data), batch_size):
             yield data.x[start:start + batch_size].to(device), data.y[start:start + batch_size].to(device)
 

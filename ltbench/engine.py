@@ -30,7 +30,10 @@ from .evaluation import (
     autocast,
     classifier_norms,
     extract_features,
+    feature_key,
+    load_features,
     predict,
+    save_features,
     to_memory_format,
 )
 from .method import Method, StageContext
@@ -53,6 +56,8 @@ class RunOptions:
     eval_batch_size: int | None = None  # None: 1024 on CUDA, 256 on the CPU (where larger batches run slower)
     extra_env: dict[str, Any] = field(default_factory=dict)
     sync_bn: bool = False  # several CUDA ranks: SyncBatchNorm instead of per-rank BatchNorm (recorded)
+    keep_features: bool = True  # stage-2 runs share features extracted from their stage-1 run (on disk)
+    compile: bool = False  # torch.compile the trained module (recorded in env; pays off on GPUs, long runs)
 
 
 class NonFiniteLoss(Exception):
@@ -150,6 +155,8 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
     if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
         rd.trim_metrics(ctx.stage, start)
     net = distributed.wrap(model, dist, device)  # after the checkpoint: every rank starts from the same state
+    if opts.compile:  # training forward/backward only; evaluation runs ``model`` eagerly (no recompiles)
+        net = torch.compile(net)
 
     epochs, steps = hp["epochs"], _stage_steps(splits, hp)
     bar = EpochProgress(title, epochs, steps, start, opts.live_progress, enabled=dist.is_main)
@@ -234,8 +241,8 @@ def final_report(model: LTModel, splits: Splits, device: torch.device, bs: int) 
         logits, y = predict(model, splits, split, device, batch_size=bs)
         out[split] = accuracy_report(logits, y, counts, splits.shot_rule)
     if splits.augment.flip:
-        logits, y = predict(model, splits, "test", device, flip_average=True, batch_size=bs)
-        out["test_flip_avg"] = accuracy_report(logits, y, counts, splits.shot_rule)
+        mirrored, _ = predict(model, splits, "test", device, mirrored=True, batch_size=bs)
+        out["test_flip_avg"] = accuracy_report((logits + mirrored) / 2, y, counts, splits.shot_rule)
     else:
         out["test_flip_avg"] = None  # the benchmark does not flip images (e.g. digits)
     out["classifier_norms"] = classifier_norms(model)
@@ -305,6 +312,29 @@ class ClassifierHead(torch.nn.Module):
         return self.classifier(x)
 
 
+def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch.device, opts: RunOptions,
+                    store: Store, dist: Dist) -> tuple[Any, str, dict[str, Any]]:
+    """The frozen backbone's features of train, val and test for a classifier-only stage. They are
+    kept in the stage-1 run's ``features/`` folder, content-addressed (``feature_key``), so every
+    later stage-2 run on that backbone (other methods, a stage-2 sweep) reads them instead of running
+    the backbone again; the record says which happened."""
+    t0 = time.time()
+    file = None
+    key = feature_key(model.features, spec.data, device, opts.eval_batch_size)
+    if opts.keep_features and spec.parent is not None:
+        file = store.run_dir(RunSpec.from_json(spec.parent)).path / "features" / f"{key}.pt"
+        feats = load_features(file, splits, device) if file.exists() else None
+        if feats is not None:
+            return feats, key, {"features": f"reused {key}", "features_s": time.time() - t0}
+    feats = extract_features(model.features, splits, device, opts.eval_batch_size)
+    if file is not None and dist.is_main:
+        try:
+            save_features(feats, file)
+        except OSError as exc:  # only a lost speed-up: the run goes on with the features in memory
+            console.print(f"[yellow]warning: could not keep the features in {file} ({exc.strerror})[/yellow]")
+    return feats, key, {"features": "extracted", "features_s": time.time() - t0}
+
+
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
          opts: RunOptions, title: str, store: Store, dist: Dist = SINGLE) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
@@ -322,31 +352,39 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
     t0 = time.time()
     selected: dict[str, Any] = {"rule": "none (no training stage)", "epoch": None, "score": None}
+    feats, key = None, None  # features of the frozen backbone, once a stage has needed them
     for stage in method.stages:
-        ctx = StageContext(stage=stage, hp=spec.stages[stage], splits=splits, device=device,
+        hp, trains, frozen = spec.stages[stage], method.trains(stage), method.frozen_features(stage)
+        ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device,
                            num_classes=splits.num_classes, class_counts=splits.class_counts)
         method.prepare(model, ctx)
         model.to(device)
-        if method.trains(stage):
-            frozen = method.frozen_features(stage)
-            if frozen and not ctx.hp["augment"] and ctx.hp["cache_features"]:
-                t_feat = time.time()
-                ctx.splits = extract_features(model.features, splits, device, opts.eval_batch_size)
-                records[f"{stage}_path"] = "cached_features"
-                records[f"{stage}_feature_extraction_s"] = time.time() - t_feat
-                selected = train_stage(ClassifierHead(model.classifier), method, ctx, rd, spec.seed, opts, title,
-                                       dist=dist)
-                ctx.splits = splits
-            else:
-                if frozen:
-                    records[f"{stage}_path"] = "frozen_backbone_per_epoch"
-                selected = train_stage(model, method, ctx, rd, spec.seed, opts, title,
-                                       frozen=model.features if frozen else None, dist=dist)
+        if frozen and (not trains or (not hp["augment"] and hp["cache_features"])):
+            if feats is None:
+                feats, key, how = _stage_features(model, spec, splits, device, opts, store, dist)
+                records.update({f"{stage}_{k}": v for k, v in how.items()})
+            ctx.features = feats
+        if trains and ctx.features is not None:
+            records[f"{stage}_path"] = "cached_features"
+            ctx.splits = feats
+            selected = train_stage(ClassifierHead(model.classifier), method, ctx, rd, spec.seed, opts, title,
+                                   dist=dist)
+            ctx.splits = splits
+        elif trains:
+            if frozen:
+                records[f"{stage}_path"] = "frozen_backbone_per_epoch"
+            selected = train_stage(model, method, ctx, rd, spec.seed, opts, title,
+                                   frozen=model.features if frozen else None, dist=dist)
         method.finalize(model, ctx)
         records.update(ctx.record)
     train_s = time.time() - t0
     t1 = time.time()
-    report = final_report(model, splits, device, opts.eval_batch_size)
+    if feats is not None and feature_key(model.features, spec.data, device, opts.eval_batch_size) == key:
+        # the backbone is still the one the features came from: evaluate the classifier on them
+        report = final_report(ClassifierHead(model.classifier), feats, device, opts.eval_batch_size)
+        records["final_eval"] = "cached_features"
+    else:
+        report = final_report(model, splits, device, opts.eval_batch_size)
     result = {
         "run_id": spec.run_id, "spec": spec.canonical(), "label": bench.label(spec.data),
         "benchmark": spec.benchmark, "method": spec.method, "backbone": spec.backbone, "recipe": spec.recipe,
@@ -355,7 +393,8 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
         "groups": {k: len(v) for k, v in splits.shot_rule.groups(splits.class_counts).items()},
         "data_info": splits.info, "method_record": records,
         "timings": {"train_s": train_s, "final_eval_s": time.time() - t1},
-        "env": {**environment(device), **distributed.describe(dist, spec.stages, opts.sync_bn), **opts.extra_env},
+        "env": {**environment(device), **distributed.describe(dist, spec.stages, opts.sync_bn),
+                "compile": opts.compile, **opts.extra_env},
     }
     if dist.is_main:
         rd.save_model(model.state_dict())

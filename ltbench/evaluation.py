@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .data import FeatureSplits, ShotRule, Splits, TensorSet
+from .store import atomic_write_bytes
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, splits: Splits, split: str, device: torch.device,
-            flip_average: bool = False, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits (on the CPU) and labels of a split; with ``flip_average`` the logits are the
-    mean over the image and its horizontal mirror."""
+def predict(model: torch.nn.Module, splits: Splits, split: str, device: torch.device, mirrored: bool = False,
+            batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits (on the CPU) and labels of a split, or with ``mirrored`` of its horizontally
+    mirrored images (the flip-averaged accuracy uses the mean of both)."""
     was_training = model.training
     model.eval()
     outs, labels = [], []
-    for x, y in splits.eval_batches(split, batch_size, device):
+    for x, y in splits.eval_batches(split, batch_size, device, flip=mirrored):
         with autocast(device):
-            z = model(to_memory_format(x, device)).float()
-            if flip_average:
-                z = (z + model(to_memory_format(x.flip(3), device)).float()) / 2
-        outs.append(z.cpu())
+            outs.append(model(to_memory_format(x, device)).float().cpu())
         labels.append(y.cpu())
     model.train(was_training)
     c = splits.num_classes
@@ -76,17 +78,55 @@ def to_memory_format(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int = 256) -> FeatureSplits:
-    """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented."""
+    """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented, and
+    over the mirrored test images where the benchmark reports flip-averaged accuracy."""
     was_training = features.training
     features.eval()
     out = {}
-    for split in ("train", "val", "test"):
+    views = [("train", False), ("val", False), ("test", False)] + ([("test", True)] if splits.augment.flip else [])
+    for split, flip in views:
         xs, ys = [], []
-        for x, y in splits.eval_batches(split, bs, device):
+        for x, y in splits.eval_batches(split, bs, device, flip=flip):
             with autocast(device):
                 xs.append(features(to_memory_format(x, device)).float())
             ys.append(y)
-        out[split] = TensorSet(torch.cat(xs), torch.cat(ys)) if xs else \
+        out[split + ("_flip" if flip else "")] = TensorSet(torch.cat(xs), torch.cat(ys)) if xs else \
             TensorSet(torch.empty(0, 0, device=device), torch.empty(0, dtype=torch.long, device=device))
     features.train(was_training)
-    return FeatureSplits(out["train"], out["val"], out["test"], splits)
+    return FeatureSplits(out["train"], out["val"], out["test"], splits, out.get("test_flip"))
+
+
+VIEWS = ("train", "val", "test", "test_flip")
+
+
+def feature_key(features: torch.nn.Module, data: dict[str, Any], device: torch.device, bs: int) -> str:
+    """Content address of extracted features: the extractor's weights and buffers, the benchmark's
+    data parameters, the device type (bf16 on CUDA) and the batch size. Equal keys, equal features."""
+    h = hashlib.sha256(json.dumps({"data": data, "device": device.type, "batch": bs}, sort_keys=True).encode())
+    for name, t in features.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_features(feats: FeatureSplits, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save({f"{v}_{k}": getattr(getattr(feats, v), k).cpu() for v in VIEWS if getattr(feats, v) is not None
+                for k in "xy"}, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_features(path: Path, splits: Splits, device: torch.device) -> FeatureSplits | None:
+    """Features saved by ``save_features`` for these splits, on ``device``; None when the file is
+    missing, unreadable or does not fit the splits (then they are extracted again)."""
+    views = VIEWS if splits.augment.flip else VIEWS[:3]
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        sets = {v: TensorSet(d[f"{v}_x"].to(device), d[f"{v}_y"].to(device)) for v in views}
+    except Exception:
+        return None
+    for v, ts in sets.items():
+        if len(ts.x) != len(ts) or not torch.equal(ts.y.cpu(), getattr(splits, v.removesuffix("_flip")).y.cpu()):
+            return None
+    return FeatureSplits(sets["train"], sets["val"], sets["test"], splits, sets.get("test_flip"))

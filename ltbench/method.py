@@ -30,6 +30,8 @@ class StageContext:
     epoch: int = 0  # 0-based epoch being trained
     state: dict[str, Any] = field(default_factory=dict)  # method-private tensors (e.g. class weights)
     record: dict[str, Any] = field(default_factory=dict)  # extra fields for result.json
+    # a frozen-feature stage: the backbone's features of every split, computed once (FeatureSplits)
+    features: Any = None
 
 
 class Method:

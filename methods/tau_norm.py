@@ -46,7 +46,7 @@ class TauNorm(ClassifierRetraining):
         return [round(hp["tau_min"] + i * hp["tau_step"], 10) for i in range(n + 1)]
 
     def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
-        feats = extract_features(model.features, ctx.splits, ctx.device)
+        feats = ctx.features if ctx.features is not None else extract_features(model.features, ctx.splits, ctx.device)
         w = model.classifier.weight.detach().float()
         curve = []
         for tau in self.taus(ctx.hp):

@@ -186,3 +186,40 @@ def test_initial_weights_are_loaded_and_hashed_into_the_spec(tmp_path):
     assert Store(tmp_path / "res3").runs() == []  # no half-written record
     with pytest.raises(LtbenchError, match="no such file"):
         _spec(init_weights=tmp_path / "missing.pt")
+
+
+def test_final_report_on_cached_features_equals_the_full_model(tmp_path):
+    """Stage-2 runs report from the features they trained on (mirrored test images included) when the
+    backbone is unchanged; that must give the numbers of running the whole model, exactly."""
+    import torch
+
+    from ltbench.backbones import small_cnn
+    from ltbench.data import Augment, ImageSet, Splits
+    from ltbench.engine import ClassifierHead, final_report
+    from ltbench.evaluation import extract_features, load_features, save_features
+
+    g = torch.Generator().manual_seed(0)
+
+    def images(n):
+        return ImageSet(torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
+                        torch.randint(0, 5, (n,), generator=g))
+
+    splits = Splits(images(60), images(25), images(40), 5, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), Augment(1, True))
+    torch.manual_seed(0)
+    model = small_cnn(5, 3)
+    model.train()
+    for _ in range(3):  # give batch norm running statistics that differ from their initial values
+        model(splits.normalize(splits.train.x))
+    device = torch.device("cpu")
+    feats = extract_features(model.features, splits, device, bs=16)
+    assert feats.test_flip is not None and len(feats.test_flip) == 40
+    full = final_report(model, splits, device, bs=16)
+    save_features(feats, tmp_path / "f.pt")
+    for fs in (feats, load_features(tmp_path / "f.pt", splits, device)):
+        cached = final_report(ClassifierHead(model.classifier), fs, device, bs=16)
+        for key in ("val", "test", "test_flip_avg"):
+            assert cached[key] == full[key], key
+    assert full["test_flip_avg"] != full["test"]  # the mirrored view is really another view
+    # features of other splits (different labels) are not taken for these
+    other = Splits(images(60), images(25), images(40), 5, (0.5,) * 3, (0.2,) * 3, Augment(1, True))
+    assert load_features(tmp_path / "f.pt", other, device) is None

@@ -1,6 +1,7 @@
 """The methods' math, pinned against hand computations written from REFERENCE.md (sections 1 and 4),
 and the decoupled methods end to end on digits-LT (shared stage 1, cached vs per-epoch stage 2)."""
 
+import dataclasses
 import math
 import shutil
 
@@ -528,6 +529,31 @@ def test_cached_features_and_frozen_backbone_give_the_same_classifier(shared, tm
     assert (states["true"]["classifier.bias"] - ce_state["classifier.bias"]).abs().max() > 1e-3
     for flag in ("true", "false"):
         assert all(torch.equal(v, ce_state[k]) for k, v in features_of(states[flag]).items()), flag
+
+
+def test_stage2_runs_share_the_features_kept_in_their_stage1_run(shared, tmp_path):
+    """wb ran first and extracted the features into the stage-1 run's features/ folder; crt and lws
+    read them from there. A run on kept features equals, bit for bit, one that extracts afresh."""
+    recs = {m: shared["results"][m]["method_record"] for m in ("wb", "crt", "lws")}
+    kept = sorted((shared["ce_dir"].path / "features").glob("*.pt"))
+    assert len(kept) == 1
+    assert recs["wb"]["stage2_features"] == "extracted"
+    assert recs["crt"]["stage2_features"] == recs["lws"]["stage2_features"] == f"reused {kept[0].stem}"
+    assert shared["results"]["tau_norm"]["method_record"]["posthoc_features"] == f"reused {kept[0].stem}"
+    for m in ("wb", "crt", "lws", "tau_norm"):  # the unchanged backbone's features serve the final report too
+        assert shared["results"][m]["method_record"]["final_eval"] == "cached_features", m
+    store = _copy_stage1(shared, tmp_path / "fresh")
+    fresh = execute(decoupled_spec("crt"), store, dataclasses.replace(OPTS, keep_features=False))
+    assert fresh["method_record"]["stage2_features"] == "extracted"
+    assert fresh["classifier_norms"] == shared["results"]["crt"]["classifier_norms"]
+    assert fresh["test"]["per_class"] == shared["results"]["crt"]["test"]["per_class"]
+    # a damaged file is not trusted: the run extracts again and replaces it
+    damaged = store.run_dir(shared["ce_spec"]).path / "features" / kept[0].name
+    damaged.write_bytes(b"not a torch file")
+    again = execute(decoupled_spec("crt"), store, OPTS, force=True)
+    assert again["method_record"]["stage2_features"] == "extracted"
+    assert again["classifier_norms"] == fresh["classifier_norms"]
+    assert execute(decoupled_spec("lws"), store, OPTS)["method_record"]["stage2_features"] == f"reused {kept[0].stem}"
 
 
 def test_wb_stage2_classifier_obeys_maxnorm(shared):
