@@ -117,6 +117,12 @@ Setup = Annotated[list[str] | None, typer.Option("--setup", help="shell line a j
                                                  "e.g. 'module load cuda'")]
 SyncBn = Annotated[bool, typer.Option("--sync-bn", help="DDP on CUDA: SyncBatchNorm instead of per-rank "
                                       "BatchNorm (recorded)")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the training step's model (recorded; "
+                                       "pays off on GPUs, costs a compile at the start of every stage)")]
+KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features", help="stage-2 runs keep the "
+                                            "stage-1 backbone's features in its run folder and share them")]
+JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: jobs sharing each GPU at once "
+                                                "(small models, e.g. a ResNet-32 sweep; default 1)")]
 
 
 @app.command()
@@ -138,9 +144,9 @@ def run(
     stage1: str | None = typer.Option(None, "--stage1", help="decoupled methods: build on this finished stage-1 run id"),
     split_root: Path | None = typer.Option(None, "--split-root", help="split-file benchmarks: folder of the split lists (default: --data-root)"),
     init_weights: Path | None = typer.Option(None, "--init-weights", help="initial backbone weights (a torch state dict file)"),
-    sync_bn: SyncBn = False,
+    sync_bn: SyncBn = False, compile_: Compile = False, keep_features: KeepFeatures = True,
     launcher: Launcher = "inline",
-    max_jobs: MaxJobs = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
+    max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
     array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None,
@@ -169,7 +175,7 @@ def run(
     from .tables import build_table, render
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
-                      init_weights=init_weights, sync_bn=sync_bn)
+                      init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features)
     from .cli_sweep import launch_and_wait
 
     inline = launch_opts.launcher == "inline"

@@ -15,9 +15,12 @@ from .cli import (
     DEFAULT_RESULTS,
     Account,
     ArrayParallelism,
+    Compile,
     Constraint,
     Cpus,
     Gpus,
+    JobsPerGpu,
+    KeepFeatures,
     Launcher,
     MaxJobs,
     Mem,
@@ -79,9 +82,9 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan; launch nothing"),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="launch failed runs again (they resume from their checkpoint)"),
-    sync_bn: SyncBn = False,
+    sync_bn: SyncBn = False, compile_: Compile = False, keep_features: KeepFeatures = True,
     launcher: Launcher = "local",
-    max_jobs: MaxJobs = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
+    max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
     array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None,
@@ -109,7 +112,7 @@ def sweep(
     from .engine import RunOptions
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
-                      init_weights=init_weights, sync_bn=sync_bn)
+                      init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features)
     launched, sweep_id = _launch_recorded(plan, points, store, opts, launch_opts)
     jobs = [str(x.entry["job_id"]) for x in launched if x.entry["job_id"] is not None]
     what = f"in {len(jobs)} {launch_opts.launcher} jobs ({_short(jobs)})" if jobs else launch_opts.launcher

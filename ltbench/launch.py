@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class LaunchOptions:
 
     launcher: str = "inline"
     max_jobs: int | None = None  # local: jobs at once (default: one per GPU group; 1 on the CPU)
+    jobs_per_gpu: int | None = None  # local: jobs sharing one GPU at once (default 1)
     time_min: int | None = None  # wall-clock limit of a job in minutes (default: DEFAULT_TIME_MIN)
     gpus: int | None = None  # GPUs per node of a job (local default: 1 where there are GPUs)
     nodes: int = 1  # SLURM nodes of one run (DDP across nodes)
@@ -212,7 +214,7 @@ def check_options(lo: LaunchOptions, dry_run: bool = False) -> None:
     sbatch's option names."""
     if lo.launcher not in LAUNCHERS:
         raise LtbenchError(f"--launcher {lo.launcher!r}: expected one of {', '.join(LAUNCHERS)}.")
-    for name, value in (("--max-jobs", lo.max_jobs), ("--time", lo.time_min), ("--nodes", lo.nodes),
+    for name, value in (("--max-jobs", lo.max_jobs), ("--jobs-per-gpu", lo.jobs_per_gpu), ("--time", lo.time_min), ("--nodes", lo.nodes),
                         ("--tasks-per-node", lo.tasks_per_node), ("--cpus", lo.cpus),
                         ("--array-parallelism", lo.array_parallelism)):
         if value is not None and value < 1:
@@ -227,6 +229,10 @@ def check_options(lo: LaunchOptions, dry_run: bool = False) -> None:
     if lo.launcher == "local" and lo.gpus and not _visible_gpus():
         raise LtbenchError(f"--gpus {lo.gpus}: no CUDA GPU is visible on this machine; drop --gpus "
                            "(local jobs then share the CPU cores).")
+    if lo.jobs_per_gpu and lo.jobs_per_gpu > 1 and (lo.launcher != "local" or not _visible_gpus()):
+        where = "the local launcher" if lo.launcher != "local" else "a machine with CUDA GPUs"
+        raise LtbenchError(f"--jobs-per-gpu {lo.jobs_per_gpu}: only for {where}; on the CPU, --max-jobs N "
+                           "runs N jobs at once sharing the cores.")
     if lo.launcher != "slurm":
         given = {"--partition": lo.partition, "--account": lo.account, "--qos": lo.qos, "--mem": lo.mem_gb,
                  "--constraint": lo.constraint, "--sbatch": lo.sbatch,
@@ -381,11 +387,13 @@ def _local_slots(lo: LaunchOptions, manifest: Manifest) -> list[tuple[int, ...]]
     gpus = _visible_gpus() if lo.gpus != 0 else []
     room = (lo.max_jobs - len(live)) if lo.max_jobs else None
     if gpus:
-        per = lo.gpus or 1
-        busy = {g for e in live for g in e.get("gpus", [])}
-        free = [g for g in gpus if g not in busy]
-        n = len(free) // per if room is None else min(room, len(free) // per)
-        slots = [tuple(free[i * per:(i + 1) * per]) for i in range(max(n, 0))]
+        per, share = lo.gpus or 1, lo.jobs_per_gpu or 1
+        load = Counter(g for e in live for g in e.get("gpus", []))
+        slots = []
+        for level in range(share):  # fill every GPU once before any GPU twice
+            free = [g for g in gpus if load[g] <= level]
+            slots += [tuple(free[i * per:(i + 1) * per]) for i in range(len(free) // per)]
+        slots = slots if room is None else slots[:max(room, 0)]
     else:
         slots = [()] * (1 - len(live) if room is None else room)
     if not slots:

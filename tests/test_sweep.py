@@ -1,6 +1,7 @@
 """Sweeps and launchers without a cluster: grid expansion, the plan, --dry-run, the local launcher
 (submitit processes) end to end, the manifest, `ltbench status`, and one clear error for each bad input."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ltbench import launch
 from ltbench.cli import app
+from ltbench.errors import LtbenchError
 from ltbench.launch import Launched, Manifest, deal, parse_sbatch_flags
 from ltbench.specs import RunSpec, resolve
 from ltbench.store import Store, atomic_write_json
@@ -157,6 +160,8 @@ def _no_sbatch(monkeypatch):
     (["--launcher", "slurm"], "sbatch is not on PATH"),
     (["--launcher", "local", "--partition", "gpu"], "--partition: SLURM options, but --launcher is local"),
     (["--launcher", "pbs"], "--launcher 'pbs': expected one of inline, local, slurm"),
+    (["--jobs-per-gpu", "0"], "--jobs-per-gpu 0: must be at least 1"),
+    (["--jobs-per-gpu", "4"], "--jobs-per-gpu 4: only for a machine with CUDA GPUs"),
     (["--grid", "train.speed=1,2"], "no stage of ce, wb on digits_lt has a key 'train.speed'"),
     (["--grid", "train.lr=fast,0.1"], "--grid train.lr='fast': expected a number"),
     (["--grid", "stage1.weight_decay=0.1", "--grid", "stage1.weight_decay=0.2"], "given twice"),
@@ -179,6 +184,30 @@ def test_unwritable_results_and_run_launcher_errors(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "--results" in r.output and "writable" in r.output
     r = invoke("run", "--method", "ce", "--epochs", 1, "--launcher", "slurm", "--results", tmp_path / "res")
     assert r.exit_code == 2 and "sbatch is not on PATH" in r.output and not (tmp_path / "res").exists()
+
+
+class _Live:
+    """A manifest whose live local jobs are given."""
+
+    def __init__(self, gpus_of_live_jobs):
+        self.jobs = [{"job_id": 100 + i, "gpus": g} for i, g in enumerate(gpus_of_live_jobs)]
+
+    def live_local_jobs(self):
+        return self.jobs
+
+
+def test_jobs_per_gpu_fills_every_gpu_once_before_any_twice(monkeypatch):
+    monkeypatch.setattr(launch, "_visible_gpus", lambda: [0, 1])
+    lo = launch.LaunchOptions(launcher="local")
+    assert launch._local_slots(lo, _Live([])) == [(0,), (1,)]
+    lo = launch.LaunchOptions(launcher="local", jobs_per_gpu=3)
+    assert launch._local_slots(lo, _Live([])) == [(0,), (1,), (0,), (1,), (0,), (1,)]
+    # two jobs of an earlier launch hold GPU 0 twice: it has one place left, GPU 1 three
+    assert launch._local_slots(lo, _Live([[0], [0]])) == [(1,), (1,), (0,), (1,)]
+    assert launch._local_slots(dataclasses.replace(lo, max_jobs=3), _Live([[0]])) == [(1,), (0,)]
+    assert launch._local_slots(dataclasses.replace(lo, gpus=2), _Live([])) == [(0, 1), (0, 1), (0, 1)]
+    with pytest.raises(LtbenchError, match="the local launcher is busy"):
+        launch._local_slots(lo, _Live([[0], [1]] * 3))
 
 
 def test_parse_sbatch_flags():
