@@ -6,6 +6,7 @@ cropped, flipped and normalised on the training device with no per-image Python 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,16 +118,23 @@ class Splits:
     def train_batches(
         self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device, augment: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of batches, cut, augmented and normalised on ``device``. Every random draw of the
+        epoch is made on the CPU first (order, then per batch: crop rows, crop columns, flips) and
+        moved to the device in one copy, so the batches need no host-device transfer or sync."""
         x_all, y_all = self.train.on(device)
         idx = sample_indices(self.train.y, sampler, gen)
-        for start in range(0, len(idx), batch_size):
-            b = idx[start:start + batch_size]
-            if len(b) < 2:  # a batch of one breaks batch norm; it is a rounding remainder
-                break
-            b = b.to(device)
+        sizes = [len(idx[a:a + batch_size]) for a in range(0, len(idx), batch_size)]
+        sizes = [n for n in sizes if n >= 2]  # a batch of one breaks batch norm; it is a rounding remainder
+        draws = [draw_crop_flip(n, self.augment, gen) for n in sizes] if augment else []
+        on_device = to_device([idx[:sum(sizes)], *(torch.cat(d) for d in zip(*draws, strict=True))], device)
+        idx, cuts = on_device[0], on_device[1:]
+        start = 0
+        for n in sizes:
+            b = idx[start:start + n]
             x = x_all[b]
             if augment:
-                x = random_crop_flip(x, self.augment, gen)
+                x = crop_flip(x, self.augment.crop_padding, *(c[start:start + n] for c in cuts))
+            start += n
             yield self.normalize(x), y_all[b]
 
     def eval_batches(
@@ -144,28 +152,61 @@ class Splits:
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 images -> float, scaled to [0, 1] and standardised per channel (ToTensor + Normalize),
     in place on one new tensor."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), x.device)
     return x.float().div_(255).sub_(m).div_(s)
 
 
-def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
-    """Batched random crop (zero padding ``aug.crop_padding``) and horizontal flip of uint8 images,
-    done on whatever device ``x`` lives on; the random draws come from ``gen`` (CPU)."""
-    n, _, h, w = x.shape
-    p = aug.crop_padding
+@functools.lru_cache(maxsize=32)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as (1, C, 1, 1) tensors on ``device``, made once (not one copy per batch)."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def to_device(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """CPU tensors on ``device`` in one host-to-device copy (one sync instead of one per tensor)."""
+    if device.type == "cpu" or not tensors:
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors]).to(device)
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start:start + t.numel()].view(t.shape).to(t.dtype))
+        start += t.numel()
+    return out
+
+
+def draw_crop_flip(n: int, aug: Augment, gen: torch.Generator) -> list[torch.Tensor]:
+    """The random draws of ``crop_flip`` for ``n`` images, on the CPU: crop row and column offsets
+    (when there is padding), then flips (when the benchmark flips)."""
+    p, out = aug.crop_padding, []
     if p > 0:
-        oy = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
-        ox = torch.randint(0, 2 * p + 1, (n,), generator=gen).to(x.device)
+        out += [torch.randint(0, 2 * p + 1, (n,), generator=gen), torch.randint(0, 2 * p + 1, (n,), generator=gen)]
+    if aug.flip:
+        out.append(torch.rand(n, generator=gen) < 0.5)
+    return out
+
+
+def crop_flip(x: torch.Tensor, p: int, *draws: torch.Tensor) -> torch.Tensor:
+    """Crop each uint8 image at its offsets in its zero-padded (``p``) copy, then mirror the images
+    whose flip is set; ``draws`` as ``draw_crop_flip`` makes them, on the device of ``x``."""
+    n, _, h, w = x.shape
+    if p > 0:
+        oy, ox, *draws = draws
         padded = F.pad(x, (p, p, p, p))
         rows = (oy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
         cols = (ox[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
         bidx = torch.arange(n, device=x.device)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if aug.flip:
-        mask = (torch.rand(n, generator=gen) < 0.5).to(x.device).view(n, 1, 1, 1)
-        x = torch.where(mask, x.flip(3), x)
+    if draws:
+        x = torch.where(draws[0].view(n, 1, 1, 1), x.flip(3), x)
     return x.contiguous()
+
+
+def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
+    """Batched random crop (zero padding ``aug.crop_padding``) and horizontal flip of uint8 images,
+    done on whatever device ``x`` lives on; the random draws come from ``gen`` (CPU)."""
+    draws = to_device(draw_crop_flip(len(x), aug, gen), x.device)
+    return crop_flip(x, aug.crop_padding, *draws)
 
 
 @dataclass
@@ -208,10 +249,10 @@ class FeatureSplits:
 
     def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
                       augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = sample_indices(self.train.y, sampler, gen)
+        idx = sample_indices(self.train.y, sampler, gen).to(device)  # one copy per epoch
         x_all, y_all = self.train.x.to(device), self.train.y.to(device)
         for start in range(0, len(idx), batch_size):
-            b = idx[start:start + batch_size].to(device)
+            b = idx[start:start + batch_size]
             if len(b) < 2:
                 break
             yield x_all[b], y_all[b]

@@ -24,11 +24,12 @@ def predict(model: torch.nn.Module, splits: Splits, split: str, device: torch.de
     outs, labels = [], []
     for x, y in splits.eval_batches(split, batch_size, device, flip=mirrored):
         with autocast(device):
-            outs.append(model(to_memory_format(x, device)).float().cpu())
-        labels.append(y.cpu())
+            outs.append(model(to_memory_format(x, device)).float())
+        labels.append(y)
     model.train(was_training)
-    c = splits.num_classes
-    return (torch.cat(outs) if outs else torch.empty(0, c)), (torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
+    if not outs:
+        return torch.empty(0, splits.num_classes), torch.empty(0, dtype=torch.long)
+    return torch.cat(outs).cpu(), torch.cat(labels).cpu()  # one copy to the host, not one per batch
 
 
 def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, train_counts: list[int],

@@ -33,7 +33,7 @@ def cb_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, 
     "softmax_bce": the WB authors' code: binary cross-entropy between the softmax probabilities and
     the one-hot targets, each row weighted by w_y, averaged over batch x classes.
     """
-    w = weights.to(logits.device)[targets]
+    w = weights[targets]  # weights live on the logits' device (the method moves them once)
     if form == "softmax":
         return (F.cross_entropy(logits, targets, reduction="none") * w).mean()
     if form == "softmax_bce":

@@ -56,8 +56,8 @@ class LDAMDRW(Method):
         ctx.state["drw_weights"] = cb_weights(ctx.class_counts, ctx.hp["beta"]).to(ctx.device)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
-        margins = ctx.state["margins"].to(logits.device)
+        margins = ctx.state["margins"]  # on the training device since prepare
         adjusted = logits - F.one_hot(targets, logits.shape[1]) * margins[targets][:, None]
         drw = ctx.epoch >= int(round(ctx.hp["drw_start"] * ctx.hp["epochs"]))
-        weight = ctx.state["drw_weights"].to(logits.device) if drw else None
+        weight = ctx.state["drw_weights"] if drw else None
         return F.cross_entropy(ctx.hp["s"] * adjusted, targets, weight=weight)

@@ -34,7 +34,7 @@ class LogitAdjusted(Method):
         ctx.state["log_prior"] = log_prior(ctx.class_counts).to(ctx.device)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
-        return F.cross_entropy(logits + ctx.hp["tau"] * ctx.state["log_prior"].to(logits.device), targets)
+        return F.cross_entropy(logits + ctx.hp["tau"] * ctx.state["log_prior"], targets)
 
 
 @methods.register()

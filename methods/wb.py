@@ -60,8 +60,8 @@ class WB(ClassifierRetraining):
         hp = ctx.hp
         weights = cb_weights(ctx.class_counts, hp["beta"]) if hp["loss"] == "cb" else torch.ones(ctx.num_classes)
         ctx.state["class_weights"] = weights.to(ctx.device)
-        ctx.state["radius"] = torch.tensor(maxnorm_radius(model.classifier.weight, hp["threshold"]))
-        ctx.record["maxnorm_radius"] = float(ctx.state["radius"])
+        ctx.state["radius"] = maxnorm_radius(model.classifier.weight, hp["threshold"])  # a float: no sync per step
+        ctx.record["maxnorm_radius"] = ctx.state["radius"]
         ctx.record["stage1_classifier_norms"] = model.classifier.weight.detach().float().norm(dim=1).tolist()
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
@@ -71,8 +71,8 @@ class WB(ClassifierRetraining):
 
     def after_step(self, model: torch.nn.Module, ctx: StageContext) -> None:
         if ctx.hp["maxnorm"] and ctx.hp["maxnorm_every"] == "step":
-            maxnorm_(model.classifier.weight, ctx.state["radius"].item())
+            maxnorm_(model.classifier.weight, float(ctx.state["radius"]))
 
     def after_epoch(self, model: torch.nn.Module, ctx: StageContext) -> None:
         if ctx.hp["maxnorm"] and ctx.hp["maxnorm_every"] == "epoch":
-            maxnorm_(model.classifier.weight, ctx.state["radius"].item())
+            maxnorm_(model.classifier.weight, float(ctx.state["radius"]))

@@ -8,6 +8,9 @@ metric by metric.
 - (Cached features against the frozen backbone run every epoch, and kept features against
   extracted ones: tests/test_methods.py.)
 
+And the GPU path's rule, checked on the CPU: no host-device copy or host read of a tensor value
+(each one a sync on a GPU) per training step; only per epoch.
+
 Tolerance: float32 sums run in another order in each path (channels_last kernels, fused compiled
 kernels), so the paths agree to rounding, not bit for bit: per-epoch mean losses within 1e-4
 relative, classifier weights within 1e-4, and test accuracy within one image.
@@ -21,9 +24,14 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from ltbench.backbones import build_backbone
-from ltbench.data import per_epoch_generator, sample_indices
-from ltbench.engine import RunOptions, _stage_steps, execute, lr_factor
+from torch.overrides import TorchFunctionMode
+
+from ltbench.backbones import build_backbone, small_cnn
+from ltbench.data import Augment, FeatureSplits, ImageSet, Splits, TensorSet, per_epoch_generator, sample_indices
+from ltbench.engine import ClassifierHead, RunOptions, _stage_steps, execute, lr_factor, train_stage
+from ltbench.method import StageContext
+from ltbench.recipes import ENGINE_DEFAULTS
+from ltbench.registry import methods
 from ltbench.evaluation import accuracy_report
 from ltbench.registry import benchmarks
 from ltbench.specs import resolve
@@ -114,3 +122,119 @@ def test_compiled_training_equals_eager(tmp_path):
     assert loss["compiled"] == pytest.approx(loss["eager"], rel=1e-4)
     assert compiled["classifier_norms"] == pytest.approx(eager["classifier_norms"], abs=1e-4)
     assert abs(compiled["test"]["top1"] - eager["test"]["top1"]) <= 100.0 / eager["test"]["n_images"] + 1e-9
+
+
+# ----------------------------------------------------------------- no host sync per training step
+
+class HostSyncs(TorchFunctionMode):
+    """Records the torch calls that copy between host and device or read a value on the host."""
+
+    NAMES = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "cuda", "numpy",
+             "nonzero", "tensor", "pin_memory"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        to_device = name == "to" and (any(isinstance(a, (str, torch.device)) for a in args[1:]) or "device" in kwargs)
+        if name in self.NAMES or to_device:
+            self.calls.append(name)
+        return func(*args, **kwargs)
+
+
+def _synthetic_splits(n=70, flip=True):
+    g = torch.Generator().manual_seed(0)
+
+    def images(k):
+        return ImageSet(torch.randint(0, 256, (k, 3, 8, 8), generator=g, dtype=torch.uint8),
+                        torch.arange(k) % 5)
+
+    return Splits(images(n), images(20), images(20), 5, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), Augment(2, flip))
+
+
+@pytest.mark.parametrize("sampler", ["instance", "class_balanced"])
+def test_batches_after_the_first_need_no_transfer(sampler):
+    splits = _synthetic_splits()
+    feats = FeatureSplits(TensorSet(torch.randn(70, 4), splits.train.y), TensorSet(torch.randn(20, 4), splits.val.y),
+                          TensorSet(torch.randn(20, 4), splits.test.y), splits)
+    for source, augment in ((splits, True), (splits, False), (feats, False)):
+        batches = source.train_batches(16, sampler, torch.Generator().manual_seed(1), torch.device("cpu"), augment)
+        next(batches)  # the epoch's one copy to the device happens before the first batch
+        with HostSyncs() as log:
+            rest = list(batches)
+        assert len(rest) == 4 and log.calls == [], (type(source).__name__, augment, log.calls)
+
+
+def _stage_ctx(method, hp, splits):
+    return StageContext(stage=method.stages[-1], hp=hp, splits=splits, device=torch.device("cpu"), num_classes=5,
+                        class_counts=splits.class_counts)
+
+
+@pytest.mark.parametrize("name", ["ce", "cb", "ldam_drw", "logit_adj", "balanced_softmax", "wb", "crt", "lws"])
+def test_training_steps_read_nothing_on_the_host(name, tmp_path):
+    """Every trained method, through the engine's own loop: the host syncs of one epoch do not grow
+    with its number of steps (so there is none per step)."""
+    method = methods.get(name)()
+    counts = []
+    for i, batch in enumerate((32, 32, 8)):  # 2, 2 and 8 steps per epoch
+        splits = _synthetic_splits()
+        stage = method.stages[-1]
+        hp = {**ENGINE_DEFAULTS, **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": batch,
+              "select": "last", "augment": True}
+        torch.manual_seed(0)
+        model = small_cnn(5, 3)
+        ctx = _stage_ctx(method, hp, splits)
+        method.prepare(model, ctx)
+        net = ClassifierHead(model.classifier) if method.frozen_features(stage) else model
+        if net is not model:
+            ctx.splits = FeatureSplits(*(TensorSet(torch.randn(len(getattr(splits, s)), 128),
+                                                   getattr(splits, s).y) for s in ("train", "val", "test")), splits)
+        rd = Store(tmp_path / str(i)).create(_ce_spec())
+        with HostSyncs() as log:
+            train_stage(net, method, ctx, rd, 0, dataclasses.replace(OPTS, eval_batch_size=16), name)
+        counts.append(len(log.calls))
+    assert counts[1] == counts[2], counts  # (the first pass made tensors that later ones reuse)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["ce", "wb"])
+def test_cuda_training_steps_never_sync(name):
+    """On a GPU, under torch's sync debug mode set to error: the batches after the first (uint8
+    data resident on the GPU, augmentation there) and the steps on them, in bf16 autocast and
+    channels_last, make no synchronising call."""
+    from ltbench.evaluation import autocast, to_memory_format
+
+    device = torch.device("cuda")
+    splits = _synthetic_splits(n=300)
+    method = methods.get(name)()
+    stage = method.stages[-1]
+    hp = {**ENGINE_DEFAULTS, **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": 32}
+    torch.manual_seed(0)
+    model = small_cnn(5, 3).to(device, memory_format=torch.channels_last)
+    ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device, num_classes=5,
+                       class_counts=splits.class_counts)
+    method.prepare(model, ctx)
+    opt = torch.optim.SGD(method.param_groups(model, ctx), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        with autocast(device):
+            logits = model(to_memory_format(x, device)).float()
+        loss = method.loss(logits, y, ctx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        method.after_step(model, ctx)
+        return loss.detach()
+
+    batches = splits.train_batches(32, "class_balanced", torch.Generator().manual_seed(0), device, True)
+    step(*next(batches))  # the epoch's one copy, cuDNN's first choices and the optimizer's state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [step(x, y) for x, y in batches]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(losses) == 9 and torch.isfinite(torch.stack(losses)).all()
