@@ -2,6 +2,7 @@
 
     <root>/runs/<benchmark>/<method>/<run_id>/
         spec.json  metrics.jsonl  checkpoint.pt  result.json  DONE  (lock while running)
+        features/  (stage-1 runs) kept features of the frozen backbone, shared by stage-2 runs
 
 Every file is written atomically (temp file + rename); DONE is written last.
 """
