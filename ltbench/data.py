@@ -164,7 +164,8 @@ def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
 
 
 def to_device(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """CPU tensors on ``device`` in one host-to-device copy (one sync instead of one per tensor)."""
+    """Integer or bool CPU tensors on ``device`` in one host-to-device copy (one sync, not one per
+    tensor); other dtypes would not survive the int64 packing."""
     if device.type == "cpu" or not tensors:
         return tensors
     flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors]).to(device)
