@@ -23,17 +23,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-
 from torch.overrides import TorchFunctionMode
 
 from ltbench.backbones import build_backbone, small_cnn
-from ltbench.data import Augment, FeatureSplits, ImageSet, Splits, TensorSet, per_epoch_generator, sample_indices
+from ltbench.data import (
+    Augment,
+    FeatureSplits,
+    ImageSet,
+    Splits,
+    TensorSet,
+    per_epoch_generator,
+    sample_indices,
+)
 from ltbench.engine import ClassifierHead, RunOptions, _stage_steps, execute, lr_factor, train_stage
+from ltbench.evaluation import accuracy_report
 from ltbench.method import StageContext
 from ltbench.recipes import ENGINE_DEFAULTS
-from ltbench.registry import methods
-from ltbench.evaluation import accuracy_report
-from ltbench.registry import benchmarks
+from ltbench.registry import benchmarks, methods
 from ltbench.specs import resolve
 from ltbench.store import Store
 
@@ -238,3 +244,20 @@ def test_cuda_training_steps_never_sync(name):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert len(losses) == 9 and torch.isfinite(torch.stack(losses)).all()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile's CPU backend needs a C compiler")
+def test_run_options_reach_the_record_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltbench.cli import app
+
+    r = CliRunner().invoke(app, ["run", "--method", "crt", "--epochs", "1", "--set", "stage2.epochs=1", "--compile",
+                                 "--no-keep-features", "--device", "cpu", "--results", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    store = Store(tmp_path)
+    crt = next(rd for rd in store.runs() if rd.path.parent.name == "crt").result()
+    assert crt["env"]["compile"] is True
+    assert crt["method_record"]["stage2_features"] == "extracted"
+    assert not list(tmp_path.glob("runs/*/ce/*/features"))  # --no-keep-features: nothing kept on disk
