@@ -120,14 +120,14 @@ class Splits:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of batches, cut, augmented and normalised on ``device``. Every random draw of the
         epoch is made on the CPU first (order, then per batch: crop rows, crop columns, flips) and
-        moved to the device in one copy, so the batches need no host-device transfer or sync."""
+        moved to the device before the first batch, so the batches need no host-device transfer or sync."""
         x_all, y_all = self.train.on(device)
         idx = sample_indices(self.train.y, sampler, gen)
-        sizes = [len(idx[a:a + batch_size]) for a in range(0, len(idx), batch_size)]
+        sizes = [min(batch_size, len(idx) - a) for a in range(0, len(idx), batch_size)]
         sizes = [n for n in sizes if n >= 2]  # a batch of one breaks batch norm; it is a rounding remainder
         draws = [draw_crop_flip(n, self.augment, gen) for n in sizes] if augment else []
-        on_device = to_device([idx[:sum(sizes)], *(torch.cat(d) for d in zip(*draws, strict=True))], device)
-        idx, cuts = on_device[0], on_device[1:]
+        idx = idx.to(device)  # the epoch's copies to the device, before the first batch
+        cuts = [torch.cat(d).to(device) for d in zip(*draws, strict=True)]
         start = 0
         for n in sizes:
             b = idx[start:start + n]
@@ -163,19 +163,6 @@ def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...],
     return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
-def to_device(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """Integer or bool CPU tensors on ``device`` in one host-to-device copy (one sync, not one per
-    tensor); other dtypes would not survive the int64 packing."""
-    if device.type == "cpu" or not tensors:
-        return tensors
-    flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors]).to(device)
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start:start + t.numel()].view(t.shape).to(t.dtype))
-        start += t.numel()
-    return out
-
-
 def draw_crop_flip(n: int, aug: Augment, gen: torch.Generator) -> list[torch.Tensor]:
     """The random draws of ``crop_flip`` for ``n`` images, on the CPU: crop row and column offsets
     (when there is padding), then flips (when the benchmark flips)."""
@@ -206,8 +193,7 @@ def crop_flip(x: torch.Tensor, p: int, *draws: torch.Tensor) -> torch.Tensor:
 def random_crop_flip(x: torch.Tensor, aug: Augment, gen: torch.Generator) -> torch.Tensor:
     """Batched random crop (zero padding ``aug.crop_padding``) and horizontal flip of uint8 images,
     done on whatever device ``x`` lives on; the random draws come from ``gen`` (CPU)."""
-    draws = to_device(draw_crop_flip(len(x), aug, gen), x.device)
-    return crop_flip(x, aug.crop_padding, *draws)
+    return crop_flip(x, aug.crop_padding, *(d.to(x.device) for d in draw_crop_flip(len(x), aug, gen)))
 
 
 @dataclass

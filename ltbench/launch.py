@@ -214,8 +214,8 @@ def check_options(lo: LaunchOptions, dry_run: bool = False) -> None:
     sbatch's option names."""
     if lo.launcher not in LAUNCHERS:
         raise LtbenchError(f"--launcher {lo.launcher!r}: expected one of {', '.join(LAUNCHERS)}.")
-    for name, value in (("--max-jobs", lo.max_jobs), ("--jobs-per-gpu", lo.jobs_per_gpu), ("--time", lo.time_min), ("--nodes", lo.nodes),
-                        ("--tasks-per-node", lo.tasks_per_node), ("--cpus", lo.cpus),
+    for name, value in (("--max-jobs", lo.max_jobs), ("--jobs-per-gpu", lo.jobs_per_gpu), ("--time", lo.time_min),
+                        ("--nodes", lo.nodes), ("--tasks-per-node", lo.tasks_per_node), ("--cpus", lo.cpus),
                         ("--array-parallelism", lo.array_parallelism)):
         if value is not None and value < 1:
             raise LtbenchError(f"{name} {value}: must be at least 1.")
