@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 from .errors import LtbenchError
 from .registry import benchmarks
 from .splitfile import LINE_FORMAT, SplitFileBenchmark, SplitList, read_split_file, split_summary
+from .store import temp_file
 
 # Kang et al.'s repository holds some of the published split lists; $LTBENCH_SPLIT_URL names a mirror.
 SPLIT_URL = "https://raw.githubusercontent.com/facebookresearch/classifier-balancing/HEAD"
@@ -254,7 +254,7 @@ def _fetch_split_file(bench: SplitFileBenchmark, target: Path, download: bool, r
         report.add("info", f"{target.name}: not downloaded (--no-download); it is published at {url}")
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    fd, tmp_name = temp_file(target.parent, target.name)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:

@@ -27,8 +27,25 @@ from .specs import RunSpec
 STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is abandoned
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file under the user's umask (read at import)
+
+
+def temp_file(folder: Path | str, name: str) -> tuple[int, str]:
+    """A new temporary file beside ``name`` in ``folder`` (to be renamed onto it), with the mode that
+    the user's umask gives new files: mkstemp's 0600 would keep a group sharing a results directory out."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -114,7 +131,7 @@ class RunDir:
     def _save_torch(self, state: dict[str, Any], path: Path) -> None:
         import torch
 
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{path.stem}.", suffix=".tmp")
+        fd, tmp = temp_file(self.path, path.stem)
         os.close(fd)
         try:
             torch.save(state, tmp)
@@ -164,7 +181,7 @@ class RunDir:
               "restart": _slurm_restart_count(), "started": time.time()}
         for _ in range(2):
             try:
-                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
                 with os.fdopen(fd, "w") as f:
                     json.dump(me, f)
                 break
