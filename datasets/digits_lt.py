@@ -7,14 +7,12 @@ training set from the rest: n_i = int(100 * IR^(-i/9)), IR 20 by default (100 ..
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltbench.benchmark import Benchmark, lt_counts
-from ltbench.errors import LtbenchError
+from ltbench.benchmark import Benchmark, check_imbalance, lt_counts
 from ltbench.registry import benchmarks
 
 if TYPE_CHECKING:
@@ -36,9 +34,7 @@ class DigitsLT(Benchmark):
     params = {"imbalance": 20.0}
 
     def check_params(self, params: dict[str, Any]) -> None:
-        if not (params["imbalance"] >= 1 and math.isfinite(params["imbalance"])):
-            raise LtbenchError(f"digits_lt: imbalance ratio {params['imbalance']:g} is below 1 or not finite; "
-                               "it is n_max / n_min, e.g. --imbalance 20.")
+        check_imbalance(self.name, params["imbalance"], N_MAX, self.num_classes)
 
     def label(self, params: dict[str, Any]) -> str:
         return f"{self.title} IR{params['imbalance']:g}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -48,3 +49,20 @@ def lt_counts(n_max: int, num_classes: int, imbalance: float) -> list[int]:
     n_i = int(n_max * (1/IR) ** (i / (C - 1)))."""
     factor = 1.0 / imbalance
     return [int(n_max * (factor ** (i / (num_classes - 1.0)))) for i in range(num_classes)]
+
+
+def check_imbalance(name: str, imbalance: float, n_max: int, num_classes: int) -> None:
+    """Refuse an imbalance ratio below 1, not finite, or so large that ``lt_counts`` leaves a class
+    with no training image (saying which class, and the largest ratio that keeps one image in each)."""
+    if not (imbalance >= 1 and math.isfinite(imbalance)):
+        raise LtbenchError(f"{name}: imbalance ratio {imbalance:g} is below 1 or not finite; it is n_max / n_min, "
+                           f"e.g. --imbalance 100.")
+    empty = [i for i, n in enumerate(lt_counts(n_max, num_classes, imbalance)) if n < 1]
+    if empty:
+        largest = float(n_max)
+        while min(lt_counts(n_max, num_classes, largest)) < 1:
+            largest = math.nextafter(largest, 0.0)
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise LtbenchError(f"{name}: imbalance ratio {imbalance:g} leaves class {empty[0]}{more} with no training "
+                           f"image (n_i = int({n_max} * IR^(-i/{num_classes - 1}))); the largest ratio that keeps "
+                           f"one image per class is {largest:g}: pass --imbalance {largest:g} or less.")

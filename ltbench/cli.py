@@ -10,32 +10,58 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from . import __version__
 from .errors import LtbenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="ltbench: long-tailed recognition benchmarks (weight balancing and its baselines).")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="ltbench: long-tailed recognition benchmarks (weight balancing and its baselines). "
+                  "--dataset names a benchmark: a dataset with its long-tailed protocol (`ltbench list benchmarks`).")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_RESULTS = Path(os.environ.get("LTBENCH_RESULTS", "results"))
 DEFAULT_BENCHMARK = "digits_lt"
+RESUME_HINT = "interrupted: finished epochs are kept; run the same command again to resume."
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an LtbenchError into one clear line on stderr and exit status 2."""
+    """Turn an LtbenchError into one clear line on stderr and exit status 2; Ctrl-C into one line
+    (exit status 130) that says how to go on."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except LtbenchError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as exc:
+            err.print(escape(str(exc.args[0]) if exc.args else RESUME_HINT), highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
     return wrapper
 
 
-def _split(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+def _version(value: bool) -> None:
+    if value:
+        print(f"ltbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    pass
+
+
+def _split(text: str | None, option: str | None = None) -> list[str]:
+    """Comma-separated names; with ``option``, a value that names nothing (e.g. --method "") is an
+    error rather than "the default"."""
+    names = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if option and text is not None and not names:
+        raise LtbenchError(f"{option} {text!r}: names nothing; leave {option} out for the default, or name "
+                           f"one or more, comma-separated (see `ltbench list`).")
+    return names
 
 
 def _builtin_methods() -> list[str]:
@@ -54,6 +80,19 @@ def _stage1_spec(store: Any, stage1: str | None) -> dict[str, Any] | None:
     return rd.spec()
 
 
+def known_names(dataset: str | None, method: str | None) -> tuple[list[str], list[str]]:
+    """The benchmarks and methods a filter names, each checked against its registry (an unknown name
+    is an error with close matches, not an empty result)."""
+    from .registry import benchmarks, methods
+
+    datasets, method_names = _split(dataset, "--dataset"), _split(method, "--method")
+    for name in datasets:
+        benchmarks.get_entry(name)
+    for name in method_names:
+        methods.get_entry(name)
+    return datasets, method_names
+
+
 def _seeds(text: str) -> list[int]:
     try:
         return [int(s) for s in _split(text)] or [0]
@@ -70,6 +109,7 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
     from .registry import backbones, benchmarks, methods
 
     kinds = {"methods": methods, "benchmarks": benchmarks, "backbones": backbones}
+    kind = kind if kind in kinds or kind == "all" or f"{kind}s" not in kinds else f"{kind}s"  # `list method`
     if kind != "all" and kind not in kinds:
         raise LtbenchError(f"`ltbench list {kind}`: expected one of methods, benchmarks, backbones, all.")
     for name in ([kind] if kind != "all" else list(kinds)):
@@ -128,15 +168,15 @@ JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: j
 @app.command()
 @user_errors
 def run(
-    method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated (default: all built-in)"),
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help=f"benchmark(s), comma-separated (default: {DEFAULT_BENCHMARK})"),
+    method: str | None = typer.Option(None, "--method", "-m", metavar="M[,M..]", help="method(s), comma-separated (default: all built-in)"),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", metavar="D[,D..]", help=f"benchmark(s), comma-separated (default: {DEFAULT_BENCHMARK})"),
     backbone: str | None = typer.Option(None, "--backbone", "-b", help="backbone (default: the benchmark's / recipe's)"),
     imbalance: float | None = typer.Option(None, "--imbalance", help="imbalance ratio n_max/n_min (CIFAR-LT, digits-LT)"),
     recipe: str | None = typer.Option(None, "--recipe", help="paper | cao | official | kang (default: the method's)"),
-    set_: list[str] = typer.Option([], "--set", help="override a hyperparameter: stage.key=value (repeatable)"),
-    seed: str = typer.Option("0", "--seed", help="seed(s), comma-separated"),
+    set_: list[str] = typer.Option([], "--set", metavar="STAGE.KEY=VALUE", help="override a hyperparameter (repeatable)"),
+    seed: str = typer.Option("0", "--seed", metavar="S[,S..]", help="seed(s), comma-separated, each in 0..2^63-1"),
     epochs: int | None = typer.Option(None, "--epochs", help="epochs of the first training stage (stage 1 of decoupled methods; stage 2: --set stage2.epochs=N)"),
-    data_root: Path = typer.Option(Path(os.environ.get("LTBENCH_DATA", "data")), "--data-root", help="where the datasets live"),
+    data_root: Path = typer.Option(Path("data"), "--data-root", envvar="LTBENCH_DATA", help="where the datasets live"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
     download: bool = typer.Option(True, "--download/--no-download", help="download missing public datasets"),
@@ -162,16 +202,16 @@ def run(
     from .store import Store
 
     store = Store(results)
-    method_names = _split(method) or _builtin_methods()
-    dataset_names = _split(dataset) or [DEFAULT_BENCHMARK]
+    method_names = _split(method, "--method") or _builtin_methods()
+    dataset_names = _split(dataset, "--dataset") or [DEFAULT_BENCHMARK]
     parent = _stage1_spec(store, stage1)
     specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
                      stage1_run=parent, init_weights=init_weights)
              for d in dataset_names for m in method_names for s in _seeds(seed)]
+    check_device(device, launch_opts.launcher)
     _check_writable(results)
 
     from .engine import RunOptions, execute
-    from .specs import RunSpec
     from .tables import build_table, render
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
@@ -180,17 +220,16 @@ def run(
 
     inline = launch_opts.launcher == "inline"
     done = [] if inline else launch_and_wait(specs, store, opts, launch_opts, force)  # jobs run the specs
+    users = stage1_users(specs)
     for i, spec in enumerate(specs if inline else [], 1):
-        rd = store.run_dir(spec)
-        status = "done, skipped" if rd.is_done() and not force else ("resuming" if rd.checkpoint_file.exists() else "new")
-        err.print(f"[bold]run {i}/{len(specs)}[/bold] {spec.method} on {spec.label()} ({spec.backbone}, recipe "
-                  f"{spec.recipe}, seed {spec.seed}) id {spec.run_id}: {status}", highlight=False)
+        parent = spec.parent_spec()
+        if parent is not None and not store.run_dir(parent).is_done():  # it trains first, inside execute
+            _header(f"run {i}/{len(specs)}, first", parent, store, False, f"stage 1 of {', '.join(users[parent.run_id])}")
+        _header(f"run {i}/{len(specs)}", spec, store, force)
         result = execute(spec, store, opts, force=force)
-        err.print(f"  test top-1 {result['test']['top1']:.2f}  (val class-mean {result['val']['class_mean'] or 0:.2f}, "
-                  f"selected epoch {result['selected']['epoch']} on {result['selected']['rule']}) -> "
-                  f"{rd.path}", highlight=False)
-        if spec.parent is not None:  # the shared stage-1 run is a row of its own (e.g. CE + tuned WD)
-            done.append(store.run_dir(RunSpec.from_json(spec.parent)).result())
+        err.print(f"  {describe_result(result)} -> {escape(str(store.run_dir(spec).path))}", highlight=False)
+        if parent is not None:  # the shared stage-1 run is a row of its own (e.g. CE + tuned WD)
+            done.append(store.run_dir(parent).result())
         done.append(result)
     done = list({r["run_id"]: r for r in done}.values())
     table = build_table(done, columns=sorted({r["label"] for r in done}))
@@ -198,13 +237,52 @@ def run(
     print(render(table, "github"))
 
 
+def _header(what: str, spec: Any, store: Any, force: bool, role: str = "") -> None:
+    rd = store.run_dir(spec)
+    state = "done, skipped" if rd.is_done() and not force else ("resuming" if rd.checkpoint_file.exists() else "new")
+    role = f" ({role})" if role else ""
+    err.print(f"[bold]{escape(what)}[/bold] {escape(spec.method)}{escape(role)} on {escape(spec.label())} "
+              f"({escape(spec.backbone)}, recipe {escape(spec.recipe)}, seed {spec.seed}) id {spec.run_id}: {state}",
+              highlight=False)
+
+
+def stage1_users(specs: list[Any]) -> dict[str, list[str]]:
+    """Stage-1 run id -> the methods among ``specs`` that build on it."""
+    users: dict[str, list[str]] = {}
+    for s in specs:
+        if s.parent_id is not None and s.method not in users.setdefault(s.parent_id, []):
+            users[s.parent_id].append(s.method)
+    return users
+
+
+def describe_result(result: dict[str, Any]) -> str:
+    """One line: the test accuracy and how the reported weights were chosen."""
+    sel, val = result["selected"], result["val"]["class_mean"]
+    val_text = f"val class-mean {val:.2f}" if val is not None else "no validation set"
+    how = f"epoch {sel['epoch']} selected on {sel['rule']}" if sel.get("epoch") is not None else \
+        "post-hoc: no training of its own"
+    return f"test top-1 {result['test']['top1']:.2f}  ({val_text}; {how})"
+
+
+def check_device(device: str, launcher: str) -> None:
+    """Refuse a device this machine lacks before anything is written, when the runs will run here
+    (inline or local jobs; a SLURM job's node may have what the submitting machine lacks)."""
+    if launcher != "slurm":
+        from .engine import resolve_device
+
+        resolve_device(device)
+
+
 def _check_writable(results: Path) -> None:
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LtbenchError(f"--results {results}: cannot create it ({exc.strerror}); pass a writable directory.") from None
-    if not os.access(results, os.W_OK | os.X_OK):
-        raise LtbenchError(f"--results {results}: not writable; pass a writable directory.")
+    """Refuse a results root that cannot be written, before anything runs; creates nothing (the first
+    run that starts does)."""
+    existing = results.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LtbenchError(f"--results {results}: {existing} is a file, not a directory; pass a directory.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LtbenchError(f"--results {results}: {existing} is not writable; pass a writable directory.")
 
 
 @app.command()
@@ -238,10 +316,13 @@ def table(
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     if select not in ("val", "last"):
         raise LtbenchError(f"--select {select!r}: expected val or last.")
-    t = build_table(done_results(Store(results)), datasets=_split(dataset), methods=_split(method), select=select,
+    datasets, method_names = known_names(dataset, method)
+    t = build_table(done_results(Store(results)), datasets=datasets, methods=method_names, select=select,
                     reference=reference)
     if not t["rows"]:
-        raise LtbenchError(f"no finished runs in {results} match; run some with `ltbench run` first.")
+        asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", dataset), ("--method", method)) if v)
+        raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}; "
+                           "run some with `ltbench run` first (`ltbench status` lists the runs).")
     if fmt in ("github", "latex"):
         print(t["title"] if fmt == "github" else f"% {t['title']}")
     print(render(t, fmt))
@@ -272,8 +353,9 @@ def plot(
             raise LtbenchError(f"run(s) {', '.join(unfinished)} are not finished; `ltbench status` shows them.")
         chosen = [d.result() for d in dirs]
     elif kind == "wd":
-        chosen = [r for r in done_results(store) if (not dataset or r["benchmark"] in _split(dataset))
-                  and (not method or r["method"] in _split(method))]
+        datasets, method_names = known_names(dataset, method)
+        chosen = [r for r in done_results(store) if (not datasets or r["benchmark"] in datasets)
+                  and (not method_names or r["method"] in method_names)]
     else:
         raise LtbenchError(f"`ltbench plot {kind}` needs run ids (see `ltbench status`).")
     if not chosen:

@@ -38,6 +38,7 @@ from .cli import (
     _split,
     _stage1_spec,
     app,
+    check_device,
     err,
     user_errors,
 )
@@ -54,19 +55,19 @@ if TYPE_CHECKING:
 @app.command()
 @user_errors
 def sweep(
-    method: str | None = typer.Option(None, "--method", "-m",
+    method: str | None = typer.Option(None, "--method", "-m", metavar="M[,M..]",
                                       help="method(s), comma-separated (default: all built-in)"),
-    dataset: str | None = typer.Option(None, "--dataset", "-d",
+    dataset: str | None = typer.Option(None, "--dataset", "-d", metavar="D[,D..]",
                                        help=f"benchmark(s), comma-separated (default: {DEFAULT_BENCHMARK})"),
     backbone: str | None = typer.Option(None, "--backbone", "-b",
                                         help="backbone (default: the benchmark's / recipe's)"),
     imbalance: float | None = typer.Option(None, "--imbalance", help="imbalance ratio n_max/n_min"),
     recipe: str | None = typer.Option(None, "--recipe",
                                       help="paper | cao | official | kang (default: the method's)"),
-    set_: list[str] = typer.Option([], "--set", help="a hyperparameter: stage.key=value (repeatable)"),
-    grid: list[str] = typer.Option([], "--grid", help="stage.key=v1,v2,... (repeatable): one run per "
-                                   "combination, e.g. stage1.weight_decay=1e-3,5e-3"),
-    seeds: str = typer.Option("0", "--seeds", "--seed", help="seeds, comma-separated"),
+    set_: list[str] = typer.Option([], "--set", metavar="STAGE.KEY=VALUE", help="a hyperparameter (repeatable)"),
+    grid: list[str] = typer.Option([], "--grid", metavar="STAGE.KEY=V1,V2,..", help="one run per combination "
+                                   "(repeatable), e.g. stage1.weight_decay=1e-3,5e-3"),
+    seeds: str = typer.Option("0", "--seeds", "--seed", metavar="S[,S..]", help="seeds, comma-separated"),
     epochs: int | None = typer.Option(None, "--epochs", help="epochs of the first training stage"),
     data_root: Path = typer.Option(Path("data"), "--data-root", envvar="LTBENCH_DATA",
                                    help="where the datasets live"),
@@ -99,10 +100,12 @@ def sweep(
     launch_opts = launch_options(locals())
     check_options(launch_opts, dry_run)
     store = Store(results)
-    points = expand(_split(method) or _builtin_methods(), _split(dataset) or [DEFAULT_BENCHMARK], _seeds(seeds), grid,
+    points = expand(_split(method, "--method") or _builtin_methods(), _split(dataset, "--dataset") or [DEFAULT_BENCHMARK],
+                    _seeds(seeds), grid,
                     sets=set_, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
                     stage1_run=_stage1_spec(store, stage1), init_weights=init_weights)
     if not dry_run:
+        check_device(device, launch_opts.launcher)
         _check_writable(results)
     plan = make_plan(points, store, Manifest(results), launch_opts.launcher, retry_failed)
     print(render(plan))
@@ -150,13 +153,12 @@ def launch_and_wait(specs: list[RunSpec], store: Store, opts: RunOptions, lo: La
     """`ltbench run --launcher local|slurm`: launch the runs that are not done (all of them with
     --force), wait for the jobs, and return the records, stage-1 runs included."""
     from .launch import Manifest, wait
-    from .specs import RunSpec
     from .sweep import Point, make_plan, render
 
     points: dict[str, Point] = {}
     for s in specs:  # each stage-1 run once, before the runs on it
-        if s.parent is not None:
-            parent = RunSpec.from_json(s.parent)
+        parent = s.parent_spec()
+        if parent is not None:
             points.setdefault(parent.run_id, Point(parent))
         points.setdefault(s.run_id, Point(s))
     if force:
@@ -166,11 +168,16 @@ def launch_and_wait(specs: list[RunSpec], store: Store, opts: RunOptions, lo: La
                 raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
             store.remove(rd)
     plan = make_plan(list(points.values()), store, Manifest(store.root), lo.launcher)
-    err.print(render(plan), highlight=False)
+    err.print(render(plan), highlight=False, markup=False)
     launched, _ = _launch_recorded(plan, list(points.values()), store, opts, lo)
     if launched:
         err.print(f"waiting for {len(launched)} {lo.launcher} jobs ...", highlight=False)
-        wait(launched)
+        try:
+            wait(launched)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted: the {lo.launcher} jobs go on without this command; "
+                                    f"`ltbench status --results {store.root}` follows them, and the same "
+                                    "command waits for them again.") from None
     records, missing = [], []
     for p in points.values():
         rd = store.run_dir(p.spec)
@@ -207,11 +214,13 @@ def show_status(results: Path, which: str) -> None:
         return
     jobs = manifest.latest_jobs(data)
     states = job_states([jobs[r] for r in ids if r in jobs])
+    specs = {rid: rd.spec() for rid, rd in dirs.items()}
+    settings, roles = _settings_and_roles(specs, ids)
     rows, counts, failures = [], Counter(), []
     for rid in ids:
         info = data["runs"].get(rid, {})
         rd = dirs.get(rid) or RunDir(Path(results) / "runs" / info["benchmark"] / info["method"] / rid)
-        spec = rd.spec() if rd.spec_file.exists() else None
+        spec = specs.get(rid)
         job = jobs.get(rid)
         jstate = states.get(str(job["job_id"])) if job and job.get("job_id") is not None else None
         state, note = run_state(rd, job, jstate)
@@ -221,16 +230,29 @@ def show_status(results: Path, which: str) -> None:
         where = f"{job['launcher']} {job['job_id']}" + (f" {jstate}" if jstate else "") \
             if job and job.get("job_id") is not None else ""
         meta = spec or info
-        rows.append([rid, meta["benchmark"], meta["method"], meta["seed"], state,
-                     f"{len(rd.metrics())}/{epochs}", top1, where, note[:70]])
+        rows.append([rid, meta["benchmark"], meta["method"], roles.get(rid, ""), settings.get(rid, ""), meta["seed"],
+                     state, f"{len(rd.metrics())}/{epochs}" if epochs else "post-hoc", top1, where, note[:70]])
         if state == "failed":
             failures.append((rid, meta, _error_tail(rd, job) or [note]))
-    headers = ["run", "benchmark", "method", "seed", "state", "epochs", "test top-1", "job", "note"]
-    print(tabulate(rows, headers=headers))
+    headers = ["run", "benchmark", "method", "role", "settings", "seed", "state", "epochs", "test top-1", "job", "note"]
+    print(tabulate(rows, headers=headers, disable_numparse=True))
     print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
     for rid, meta, tail in failures:
         print(f"\nfailed: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}):")
         print("\n".join(f"    {line}" for line in tail) or "    (no error recorded)")
+
+
+def _settings_and_roles(specs: dict[str, dict[str, Any]], ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Per run id: its settings that are not its method's defaults (what tells runs of one method
+    apart), and its role when other runs build on it ("stage 1 of wb, crt")."""
+    from .specs import RunSpec, format_settings, non_defaults
+
+    users: dict[str, set[str]] = {}
+    for spec in specs.values():
+        if spec.get("parent") is not None:
+            users.setdefault(RunSpec.from_json(spec["parent"]).run_id, set()).add(spec["method"])
+    settings = {rid: format_settings(non_defaults(specs[rid])) for rid in ids if rid in specs}
+    return settings, {pid: f"stage 1 of {', '.join(sorted(ms))}" for pid, ms in users.items()}
 
 
 def _find_sweep(sweeps: list[dict[str, Any]], which: str, results: Path) -> dict[str, Any]:

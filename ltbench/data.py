@@ -46,7 +46,7 @@ class Augment:
 def per_epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The RNG for one epoch's order and augmentation: a pure function of (seed, epoch), so a run
     resumed from a checkpoint draws exactly what the uninterrupted run drew."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + 17)
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % 2**64)  # any seed < 2^63
 
 
 def sample_indices(labels: torch.Tensor, sampler: str, gen: torch.Generator) -> torch.Tensor:

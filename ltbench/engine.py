@@ -199,8 +199,8 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
             seen = int(n_seen)
             mean_loss = float(loss_sum) / max(seen, 1)
             if not math.isfinite(mean_loss):
-                raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} "
-                                    f"(lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
+                raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} of stage "
+                                    f"{ctx.stage} (lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
             method.after_epoch(model, ctx)
             t_train = time.time() - t0
             val, test = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size)
@@ -256,7 +256,7 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     if rd.is_done() and not force:
         return rd.result()
     if spec.parent is not None:  # stage 1 first: its own record, shared by every method built on it
-        execute(RunSpec.from_json(spec.parent), store, opts)
+        execute(spec.parent_spec(), store, opts)
     bench = benchmarks.get(spec.benchmark)()
     method: Method = methods.get(spec.method)()
     dist = distributed.setup(opts.device)
@@ -271,11 +271,12 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
         distributed.on_rank0(dist, lambda: _claim(spec, store, rd, force, lock))
         try:
             result = _run(spec, rd, bench, method, splits, device, opts, title, store, dist)
-        except NonFiniteLoss as exc:
+        except NonFiniteLoss as exc:  # the run is kept as failed, with this message (`ltbench status`)
+            message = (f"{title}: {exc}; lower the learning rate (--set STAGE.lr=...) or check the data. The run "
+                       "is recorded as failed (no result).")
             if dist.is_main:
-                store.remove(rd)
-            raise LtbenchError(f"{title}: {exc}. Nothing was recorded; lower the learning rate "
-                               f"(--set lr=...) or check the data.") from None
+                atomic_write_json(rd.failed_file, {"error": message, "time": time.time()})
+            raise LtbenchError(message) from None
         except LtbenchError:
             if dist.is_main and not rd.checkpoint_file.exists():  # nothing of value yet: leave no record
                 store.remove(rd)
@@ -322,7 +323,7 @@ def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch
     file = None
     key = feature_key(model.features, spec.data, device, opts.eval_batch_size)
     if opts.keep_features and spec.parent is not None:
-        file = store.run_dir(RunSpec.from_json(spec.parent)).path / "features" / f"{key}.pt"
+        file = store.run_dir(spec.parent_spec()).path / "features" / f"{key}.pt"
         feats = load_features(file, splits, device) if file.exists() else None
         if feats is not None:
             return feats, key, {"features": f"reused {key}", "features_s": time.time() - t0}
@@ -343,7 +344,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
     model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels)
     records: dict[str, Any] = {}
     if spec.parent is not None:
-        parent = store.run_dir(RunSpec.from_json(spec.parent))
+        parent = store.run_dir(spec.parent_spec())
         model.load_state_dict(torch.load(parent.model_file, map_location="cpu", weights_only=True))
         records["parent"] = parent.run_id
     elif spec.init is not None:

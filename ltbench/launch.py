@@ -141,7 +141,7 @@ class RunJob(submitit.helpers.Checkpointable):
         failed: dict[str, str] = {}
         for d in specs:
             spec = RunSpec.from_json(d)
-            parent = RunSpec.from_json(spec.parent).run_id if spec.parent else None
+            parent = spec.parent_id
             if parent in failed:
                 failed[spec.run_id] = f"not run: its stage-1 run {parent} failed"
                 continue
@@ -169,7 +169,7 @@ def _job_args(specs: list[RunSpec], store: Store, options: RunOptions, launcher:
               threads: int | None = None) -> tuple[list[dict[str, Any]], str, dict[str, Any], int | None]:
     opts = dataclasses.replace(options, live_progress=False,
                                extra_env={**options.extra_env, "launcher": launcher})
-    return ([{**s.canonical(), "origins": s.origins} for s in specs], str(store.root.absolute()),
+    return ([s.to_json() for s in specs], str(store.root.absolute()),
             dataclasses.asdict(opts), threads)
 
 
@@ -323,7 +323,7 @@ def _launch_slurm(specs: list[RunSpec], after: dict[str, str], store: Store, opt
     ids = {s.run_id for s in specs}
     groups: dict[str | None, list[RunSpec]] = {}
     for s in specs:
-        parent = RunSpec.from_json(s.parent).run_id if s.parent else None
+        parent = s.parent_id
         key = f"run:{parent}" if parent in ids else after.get(s.run_id)
         groups.setdefault(key, []).append(s)
     job_of: dict[str, str] = {}
@@ -358,7 +358,7 @@ def deal(specs: list[RunSpec], n: int) -> list[list[RunSpec]]:
     ids = {s.run_id for s in specs}
     units: dict[str, list[RunSpec]] = {}
     for s in sorted(specs, key=lambda s: s.parent is not None):  # stage-1 runs open their unit first
-        parent = RunSpec.from_json(s.parent).run_id if s.parent else None
+        parent = s.parent_id
         units.setdefault(parent if parent in ids else s.run_id, []).append(s)
 
     def cost(unit: list[RunSpec]) -> int:
@@ -526,7 +526,7 @@ class Manifest:
                 run = data["runs"].setdefault(s.run_id, {"jobs": []})
                 run.update(benchmark=s.benchmark, method=s.method, seed=s.seed,
                            epochs=sum(hp.get("epochs", 0) for hp in s.stages.values()),
-                           parent=RunSpec.from_json(s.parent).run_id if s.parent else None)
+                           parent=s.parent_id)
             for x in launched:
                 for rid in x.run_ids:
                     data["runs"][rid]["jobs"].append({**x.entry, "sweep": sweep_id, "submitted": now})

@@ -1,19 +1,22 @@
-"""Figures from records (matplotlib, the ``plot`` extra): PNG files.
+"""Figures from records (matplotlib, a default dependency): PNG files.
 
 - norms: per-class classifier weight norms against class index sorted by training frequency, one
   line per run (the WB paper's key figure: CE vs weight decay vs weight balancing);
 - accuracy: per-class test accuracy against the class's training count;
-- wd: test accuracy against weight decay (stage 1 for decoupled methods), mean ± std over seeds.
+- wd: test accuracy against weight decay (stage 1 for decoupled methods), mean ± std over seeds; one
+  series per group of runs that differ in weight decay alone.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from .errors import LtbenchError
+from .specs import differences, flat_settings, format_settings
 
 KINDS = ("norms", "accuracy", "wd")
 
@@ -25,7 +28,8 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise LtbenchError("`ltbench plot` needs matplotlib: pip install 'ltbench[plot]'.") from None
+        raise LtbenchError("`ltbench plot` needs matplotlib, which `pip install ltbench` brings; install it in this "
+                           "environment: pip install matplotlib.") from None
     return plt
 
 
@@ -83,11 +87,35 @@ def weight_decay_of(r: dict[str, Any]) -> float:
     return float(next(iter(spec["stages"].values()))["weight_decay"])
 
 
+WD_KEYS = ("stage1.weight_decay", "train.weight_decay")  # the weight decay that `plot wd` puts on its x axis
+
+
+def wd_series(results: list[dict[str, Any]]) -> dict[str, dict[float, list[float]]]:
+    """Test top-1 by weight decay, one series per group of runs that differ in that weight decay (and
+    seed) alone; each series is named by its method, benchmark, and the settings that set it apart
+    from the other series (e.g. train.epochs=10)."""
+    def key(r: dict[str, Any]) -> str:
+        flat = {k: v for k, v in flat_settings(r["spec"]).items() if k not in WD_KEYS}
+        return json.dumps([r["method"], r["benchmark"], flat], sort_keys=True)
+
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[key(r)].append(r)
+    firsts = [g[0] for g in groups.values()]
+    extra = differences([r["spec"] for r in firsts], ignore=(*WD_KEYS, "seed"))
+    series: dict[str, dict[float, list[float]]] = {}
+    for runs, diff in zip(groups.values(), extra, strict=True):
+        name = f"{runs[0]['method']}, {runs[0]['label']}" + (f" ({format_settings(diff)})" if diff else "")
+        points: dict[float, list[float]] = defaultdict(list)
+        for r in runs:
+            points[weight_decay_of(r)].append(r["test"]["top1"])
+        series[name] = points
+    return series
+
+
 def plot_wd(results: list[dict[str, Any]], out: Path) -> Path:
     plt = _pyplot()
-    series: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in results:
-        series[f"{r['method']}, {r['label']}"][weight_decay_of(r)].append(r["test"]["top1"])
+    series = wd_series(results)
     if not any(len(s) > 1 for s in series.values()):
         raise LtbenchError("`ltbench plot wd` needs runs of one method at two or more weight decays "
                            "(e.g. from `ltbench run --set train.weight_decay=...` or a sweep over it).")

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import PROTOCOL_VERSION
 from .benchmark import Benchmark
@@ -33,6 +33,7 @@ class RunSpec:
     init: str | None = None  # "sha256:<hex>" of the initial backbone weights, when not a random init
     protocol: int = PROTOCOL_VERSION
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # not hashed
+    parent_origins: dict[str, str] = field(default_factory=dict, compare=False)  # the stage-1 run's origins
 
     def canonical(self) -> dict[str, Any]:
         out = {
@@ -49,8 +50,26 @@ class RunSpec:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    def parent_spec(self) -> RunSpec | None:
+        """The spec of the stage-1 run this run builds on (None for a one-stage run)."""
+        if self.parent is None:
+            return None
+        return replace(RunSpec.from_json(self.parent), origins=dict(self.parent_origins))
+
+    @property
+    def parent_id(self) -> str | None:
+        parent = self.parent_spec()
+        return parent.run_id if parent is not None else None
+
     def label(self) -> str:
         return benchmarks.get(self.benchmark)().label(self.data)
+
+    def to_json(self) -> dict[str, Any]:
+        """spec.json: the canonical spec, its run id, and where each value came from."""
+        out = {**self.canonical(), "run_id": self.run_id, "origins": self.origins}
+        if self.parent_origins:
+            out["parent_origins"] = self.parent_origins
+        return out
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> RunSpec:
@@ -58,7 +77,54 @@ class RunSpec:
             benchmark=d["benchmark"], data=d["data"], method=d["method"], backbone=d["backbone"],
             recipe=d["recipe"], seed=d["seed"], stages=d["stages"], parent=d.get("parent"), init=d.get("init"),
             protocol=d.get("protocol", PROTOCOL_VERSION), origins=d.get("origins", {}),
+            parent_origins=d.get("parent_origins", {}),
         )
+
+
+def flat_settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec (as in spec.json) by the names a user writes: backbone, recipe, data.KEY, STAGE.KEY, and
+    stage1.KEY for the stage-1 run a decoupled method builds on."""
+    out: dict[str, Any] = {"backbone": spec["backbone"], "recipe": spec["recipe"]}
+    out.update({f"data.{k}": v for k, v in spec["data"].items()})
+    for stage, hp in spec["stages"].items():
+        out.update({f"{stage}.{k}": v for k, v in hp.items()})
+    if spec.get("parent"):
+        out.update({f"stage1.{k}": v for k, v in spec["parent"]["stages"]["train"].items()})
+    return out
+
+
+def differences(specs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """For each spec, the settings (``flat_settings``) whose values are not the same across ``specs``:
+    what tells these runs apart (seeds aside)."""
+    flats = [{k: v for k, v in flat_settings(s).items() if k not in ignore} for s in specs]
+    keys = sorted(set().union(*flats)) if flats else []
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
+    return [{k: f[k] for k in varying if k in f} for f in flats]
+
+
+def non_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a spec (``flat_settings``) that differ from what its method, benchmark and
+    recipe give by default: what a user chose (--set, --epochs, --imbalance, --backbone, a grid), and
+    the recipe when it is not the method's own. Empty when the defaults cannot be resolved (e.g. a
+    plugin that is no longer installed)."""
+    try:
+        default = resolve(spec["method"], spec["benchmark"], recipe=spec["recipe"]).to_json()
+    except LtbenchError:
+        return {}
+    mine, base = flat_settings(spec), flat_settings(default)
+    out = {k: v for k, v in mine.items() if k not in base or base[k] != v}
+    if spec["recipe"] == methods.get(spec["method"]).default_recipe:
+        out.pop("recipe", None)
+    else:
+        out = {"recipe": spec["recipe"], **out}
+    return out
+
+
+def format_settings(settings: dict[str, Any]) -> str:
+    def value(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+    return " ".join(f"{k}={value(v)}" for k, v in settings.items())
 
 
 def parse_value(text: str) -> Any:
@@ -107,7 +173,8 @@ def coerce(where: str, value: Any, default: Any) -> Any:
 
 
 def check_stage(where: str, hp: dict[str, Any]) -> list[str]:
-    """Engine-level range checks of a stage's hyperparameters."""
+    """Engine-level range checks of a stage's hyperparameters (``where``: the stage's name as a user
+    writes it in --set)."""
     problems = []
     if hp["epochs"] < 1:
         problems.append(f"{where}.epochs={hp['epochs']}: must be at least 1")
@@ -121,6 +188,9 @@ def check_stage(where: str, hp: dict[str, Any]) -> list[str]:
         problems.append(f"{where}.weight_decay={hp['weight_decay']}: must not be negative")
     if hp["warmup_epochs"] < 0:
         problems.append(f"{where}.warmup_epochs={hp['warmup_epochs']}: must not be negative")
+    elif hp["warmup_epochs"] and hp["warmup_epochs"] >= hp["epochs"] >= 1:
+        problems.append(f"{where}.warmup_epochs={hp['warmup_epochs']}: must be below {where}.epochs={hp['epochs']} "
+                        "(a warm-up as long as the stage leaves no epoch at the scheduled lr)")
     if not 0 < hp["gamma"] <= 1:
         problems.append(f"{where}.gamma={hp['gamma']}: must lie in (0, 1]")
     if any(not 0 < m < 1 for m in hp["milestones"]) or hp["milestones"] != sorted(hp["milestones"]):
@@ -131,21 +201,36 @@ def check_stage(where: str, hp: dict[str, Any]) -> list[str]:
     return problems
 
 
-def parse_sets(sets: list[str]) -> list[tuple[str | None, str, Any, str]]:
+class Override(NamedTuple):
+    """One --set: its stage (None: find the stage that has the key), key, parsed value, and the
+    text the user typed (for messages)."""
+
+    stage: str | None
+    key: str
+    value: Any
+    item: str
+
+
+# Keys that only the step schedule reads: set under another schedule they would change nothing but
+# the run id.
+STEP_ONLY = ("milestones", "gamma")
+
+MAX_SEED = 2**63 - 1
+
+
+def parse_sets(sets: list[str]) -> list[Override]:
     out = []
     for item in sets:
-        if "=" not in item:
-            raise LtbenchError(f"--set {item!r}: expected stage.key=value (or key=value), e.g. --set train.lr=0.05.")
-        lhs, _, rhs = item.partition("=")
+        lhs, eq, rhs = item.partition("=")
         lhs = lhs.strip()
-        stage, _, key = lhs.rpartition(".")
-        if not key or rhs.strip() == "":
+        stage, dot, key = lhs.rpartition(".")
+        if dot and not stage:
+            raise LtbenchError(f"--set {item!r}: nothing before the '.'; name the stage (e.g. --set train.{key}=...) "
+                               f"or drop the dot (--set {key}=...).")
+        if not eq or not key or rhs.strip() == "":
             raise LtbenchError(f"--set {item!r}: expected stage.key=value (or key=value), e.g. --set train.lr=0.05.")
-        out.append((stage or None, key, parse_value(rhs.strip()), item))
+        out.append(Override(stage or None, key, parse_value(rhs.strip()), item))
     return out
-
-
-Override = tuple  # (stage or None, key, value, the original --set text)
 
 
 def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe: str | None = None,
@@ -159,6 +244,10 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     ``stage1_run`` (the spec.json of an existing run) replaces it. ``init_weights``: a file of initial
     backbone weights (its sha256 goes into the spec of the run that starts from it).
     """
+    if epochs is not None and epochs < 1:
+        raise LtbenchError(f"--epochs {epochs}: must be at least 1 (it sets the epochs of the first training stage).")
+    if not 0 <= seed <= MAX_SEED:
+        raise LtbenchError(f"--seed {seed}: a seed must lie in 0..{MAX_SEED} (2^63-1).")
     init = None
     if init_weights is not None:
         from .backbones import file_sha256
@@ -182,20 +271,20 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         plain = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, [], stage1_fixed, seed)
         own = _resolve_one(method, benchmark, plain.backbone, recipe, imbalance, None, [], {}, seed)
         qualified = []
-        for stage, key, value, item in overrides:
-            if stage is None:
-                holders = (["stage1"] if key in plain.stages["train"] else []) + \
-                    [st for st in own.stages if key in own.stages[st]] + (["data"] if key in plain.data else [])
+        for o in overrides:
+            if o.stage is None:
+                holders = (["stage1"] if o.key in plain.stages["train"] else []) + \
+                    [st for st in own.stages if o.key in own.stages[st]] + (["data"] if o.key in plain.data else [])
                 if len(holders) > 1:
-                    raise LtbenchError(f"--set {item!r}: {key!r} exists in {', '.join(holders)}; say which, "
-                                       f"e.g. --set {holders[0]}.{key}=...")
-                stage = holders[0] if holders else None
-            qualified.append((stage, key, value, item))
-        parent_sets = [("train" if st == "stage1" else st, k, v, it) for st, k, v, it in qualified
-                       if st in ("stage1", "data")]
+                    raise LtbenchError(f"--set {o.item!r}: {o.key!r} exists in {', '.join(holders)}; say which, "
+                                       f"e.g. --set {holders[0]}.{o.key}=...")
+                o = o._replace(stage=holders[0] if holders else None)
+            qualified.append(o)
+        parent_sets = [o._replace(stage="train" if o.stage == "stage1" else o.stage) for o in qualified
+                       if o.stage in ("stage1", "data")]
         parent = replace(_resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets,
-                                      stage1_fixed, seed), init=init)
-        own_sets = [o for o in qualified if o[0] not in ("stage1", "data")]
+                                      stage1_fixed, seed, names={"train": "stage1"}), init=init)
+        own_sets = [o for o in qualified if o.stage not in ("stage1", "data")]
     else:
         if any(st in ("stage1", "data") for st, *_ in overrides) or imbalance is not None or backbone is not None \
                 or epochs is not None or init is not None:
@@ -218,13 +307,19 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
                         data=parent.data)
     return RunSpec(benchmark=spec.benchmark, data=spec.data, method=method, backbone=parent.backbone,
                    recipe=spec.recipe, seed=spec.seed, stages=spec.stages, parent=parent.canonical(),
-                   origins=spec.origins)
+                   origins={**spec.origins, "backbone": "stage-1 run"}, parent_origins=parent.origins)
 
 
 def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str | None, imbalance: float | None,
                  epochs: int | None, overrides: list[Override], fixed: dict[str, tuple[dict[str, Any], str]],
-                 seed: int, data: dict[str, Any] | None = None) -> RunSpec:
+                 seed: int, data: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> RunSpec:
+    """One run's spec. ``names``: how a user addresses a stage of this run in --set when it differs
+    from the stage's own name (a decoupled method's stage 1 is ``train`` inside, ``stage1`` to a user)."""
     m: Method = methods.get(method)()
+
+    def shown(stage: str) -> str:
+        return (names or {}).get(stage, stage)
+
     b: Benchmark = benchmarks.get(benchmark)()
     recipe = recipe or m.default_recipe
     rec = recipe_for(recipe, b.recipe_family, benchmark)
@@ -274,6 +369,7 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     chosen_backbone = backbone or rec.get("backbone") or b.default_backbone
     origins["backbone"] = "--backbone" if backbone else (f"recipe {recipe}" if rec.get("backbone") else "benchmark")
 
+    set_by: dict[str, str] = {}  # stage.key -> the --set that set it
     for stage, key, value, item in overrides:
         if stage is None:
             holders = [s for s in stages if key in stages[s]] + (["data"] if key in data else [])
@@ -291,9 +387,19 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
                                f"{', '.join(stages)}{' and stage1' if m.stage1 else ''} "
                                f"(and data.* for the benchmark's parameters).")
         if key not in target:
-            raise LtbenchError(f"--set {item!r}: {stage} has no key {key!r}; known: {', '.join(sorted(target))}.")
-        target[key] = coerce(f"--set {stage}.{key}", value, target[key])
+            raise LtbenchError(f"--set {item!r}: {shown(stage)} has no key {key!r}; known: {', '.join(sorted(target))}.")
+        if f"{stage}.{key}" in set_by:
+            raise LtbenchError(f"--set {item!r}: {shown(stage)}.{key} is already set by --set "
+                               f"{set_by[f'{stage}.{key}']!r}; keep one of them.")
+        set_by[f"{stage}.{key}"] = item
+        target[key] = coerce(f"--set {shown(stage)}.{key}", value, target[key])
         origins[f"{stage}.{key}"] = "--set"
+    for name, item in set_by.items():
+        stage, _, key = name.partition(".")
+        if key in STEP_ONLY and stage in stages and stages[stage].get("schedule") != "step":
+            raise LtbenchError(f"--set {item!r}: the {stages[stage]['schedule']} schedule of {shown(stage)} "
+                               f"ignores {key} (only the step schedule reads it); add --set "
+                               f"{shown(stage)}.schedule=step, or drop it.")
 
     for k in ("imbalance",):
         if k in data:
@@ -302,8 +408,9 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     backbones.get_entry(chosen_backbone)
     problems: list[str] = []
     for st, hp in stages.items():
-        problems += (check_stage(st, hp) if m.trains(st) else []) + m.check(st, hp)
+        problems += (check_stage(shown(st), hp) if m.trains(st) else []) + m.check(st, hp)
     if problems:
-        raise LtbenchError("invalid hyperparameters: " + "; ".join(problems) + ". Fix them with --set.")
+        raise LtbenchError("invalid hyperparameters: " + "; ".join(problems) + ". Change them with --set "
+                           "STAGE.KEY=VALUE.")
     return RunSpec(benchmark=benchmark, data=data, method=method, backbone=chosen_backbone, recipe=recipe,
                    seed=int(seed), stages=stages, origins=origins)

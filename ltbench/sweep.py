@@ -119,7 +119,7 @@ def expand(methods: list[str], datasets: list[str], seeds: list[int], grid: list
                     except LtbenchError as exc:  # the base resolved, so a grid value is at fault
                         raise LtbenchError(str(exc).replace("--set ", "--grid ")) from None
                     if spec.parent is not None:
-                        parent = RunSpec.from_json(spec.parent)
+                        parent = spec.parent_spec()
                         stage1 = {k: v for k, v in values.items() if k.startswith(("stage1.", "data."))}
                         points.setdefault(parent.run_id, Point(parent, stage1))
                     points.setdefault(spec.run_id, Point(spec, values))
@@ -192,7 +192,7 @@ def make_plan(points: list[Point], store: Store, manifest: Manifest, launcher: s
         state, note = run_state(store.run_dir(p.spec), job, jstate)
         launch = state in ("unfinished", "new") or (state == "failed" and retry_failed)
         row = Row(p, state, "launch" if launch else "skip", job=job, job_state=jstate, note=note)
-        parent = rows.get(RunSpec.from_json(p.spec.parent).run_id) if p.spec.parent else None
+        parent = rows.get(p.spec.parent_id) if p.spec.parent else None
         if launch and parent is not None and parent.state != "done":
             pid = parent.point.spec.run_id
             if parent.action == "launch":

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from ltbench.cli import app
 from ltbench.engine import RunOptions, execute, lr_factor
 from ltbench.errors import LtbenchError
 from ltbench.recipes import ENGINE_DEFAULTS
@@ -83,13 +85,16 @@ def test_run_id_ignores_paths_and_devices_but_not_hyperparameters():
     assert _spec().run_id != _spec(seed=1).run_id
 
 
-def test_nan_loss_is_one_message_and_no_record(tmp_path):
+def test_nan_loss_is_one_message_and_a_failed_run_without_result(tmp_path):
     store = Store(tmp_path)
     spec = _spec(epochs=2, sets=["train.lr=1e30"])
-    with pytest.raises(LtbenchError, match="loss became nan.*Nothing was recorded"):
+    with pytest.raises(LtbenchError, match="loss became nan in epoch 1 of stage train.*recorded as failed") as exc:
         execute(spec, store, RunOptions(device="cpu", live_progress=False))
-    assert not store.run_dir(spec).path.exists()
-    assert store.runs() == []
+    rd = store.run_dir(spec)
+    assert rd.state() == "failed" and not rd.result_file.exists() and not rd.is_done()
+    assert json.loads(rd.failed_file.read_text())["error"] == str(exc.value)
+    status = CliRunner().invoke(app, ["status", "--results", str(tmp_path)])
+    assert status.exit_code == 0 and "1 failed" in status.output and "loss became nan" in status.output
 
 
 RUN = [sys.executable, "-m", "ltbench.cli", "run", "--dataset", "digits_lt", "--method", "ce", "--backbone",

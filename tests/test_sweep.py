@@ -50,7 +50,8 @@ def test_grid_x_seeds_expands_and_shares_stage1_runs():
     points = expand(["ce", "wb"], ["digits_lt"], [0], ["train.lr=0.05,0.1"], sets=[], epochs=2)
     assert sorted(p.spec.method for p in points) == ["ce", "ce", "ce", "wb"]
     # list values keep their commas inside brackets
-    points = expand(["ce"], ["digits_lt"], [0], ["train.milestones=[0.5,0.75],[0.8,0.9]"], sets=[], epochs=2)
+    points = expand(["ce"], ["digits_lt"], [0], ["train.milestones=[0.5,0.75],[0.8,0.9]"],
+                    sets=["train.schedule=step"], epochs=2)
     assert [p.spec.stages["train"]["milestones"] for p in points] == [[0.5, 0.75], [0.8, 0.9]]
 
 
