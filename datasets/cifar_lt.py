@@ -6,19 +6,64 @@ The files live under --data-root in torchvision's layout (``cifar-10-batches-py/
 
 from __future__ import annotations
 
-import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ltbench.benchmark import Benchmark, lt_counts
+from ltbench.benchmark import Benchmark, check_imbalance, download_into, lt_counts
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
 
 if TYPE_CHECKING:
     from ltbench.data import Splits
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What a protocol-2 pickle written by Python 3 calls (as _codecs.encode) to rebuild a bytes object."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_ARRAY = np.zeros(1, dtype=np.uint8)
+_RECONSTRUCT: Callable[..., Any] = _ARRAY.__reduce__()[0]  # numpy's own rebuilders, whatever module holds them
+_FROM_BUFFER: Callable[..., Any] = _ARRAY.__reduce_ex__(5)[0]
+CIFAR_GLOBALS: dict[tuple[str, str], Any] = {
+    # numpy arrays: numpy < 2 names its rebuilders numpy.core.*, numpy >= 2 numpy._core.* (each reads both)
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROM_BUFFER,  # pickle protocol 5
+    ("numpy._core.numeric", "_frombuffer"): _FROM_BUFFER,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,  # bytes in a protocol-2 pickle written by Python 3
+}
+
+
+class NotCifarError(pickle.UnpicklingError):
+    """A pickle that names something a CIFAR file never holds (it was not loaded)."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.what = f"{module}.{name}"
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads the CIFAR python files (dicts of str, bytes, lists and numpy arrays), and nothing else: a
+    pickle can name any importable callable and have it called while it loads; this one refuses every
+    name but numpy's array rebuilders (CIFAR_GLOBALS), so a crafted file runs nothing."""
+
+    def __init__(self, file: Any):
+        super().__init__(file, encoding="latin1")  # the real files are Python 2 pickles
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise NotCifarError(module, name) from None
 
 
 def lt_indices(labels: np.ndarray, counts: list[int], subset: str, val_per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +105,7 @@ class _CifarLT(Benchmark):
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)
-        if not (params["imbalance"] >= 1 and math.isfinite(params["imbalance"])):
-            raise LtbenchError(f"{self.name}: imbalance ratio {params['imbalance']:g} is below 1 or not finite; "
-                               "it is n_max / n_min, e.g. --imbalance 100.")
+        check_imbalance(self.name, params["imbalance"], self.n_max, self.num_classes)
         if params["val_per_class"] < 0:
             raise LtbenchError(f"{self.name}: data.val_per_class={params['val_per_class']} must not be negative.")
 
@@ -73,11 +116,17 @@ class _CifarLT(Benchmark):
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             with open(path, "rb") as f:
-                d = pickle.load(f, encoding="latin1")
+                d = CifarUnpickler(f).load()
             data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(d[self.label_key], dtype=np.int64)
         except FileNotFoundError:
             raise
+        except NotCifarError as exc:
+            raise LtbenchError(
+                f"{path} is not a CIFAR python file: it asks to load {exc.what}, which no CIFAR file holds (refused; "
+                f"nothing in it was run). Delete it and download the python version of {self.title[:-3]} again "
+                f"(or let ltbench download it)."
+            ) from None
         except Exception as exc:
             raise LtbenchError(
                 f"{path} is not a readable CIFAR python file ({type(exc).__name__}: {exc}). Delete it and "
@@ -99,8 +148,9 @@ class _CifarLT(Benchmark):
             import torchvision
 
             try:
-                for train in (True, False):
-                    getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
+                with download_into(root):
+                    for train in (True, False):
+                        getattr(torchvision.datasets, self.tv_class)(str(root), train=train, download=True)
                 return folder
             except Exception as exc:  # no network, a refused host, a bad archive...
                 reason = f"the download failed ({type(exc).__name__}: {exc})"

@@ -1,7 +1,7 @@
 """The results store: one directory per run, content-addressed by the spec.
 
     <root>/runs/<benchmark>/<method>/<run_id>/
-        spec.json  metrics.jsonl  checkpoint.pt  result.json  DONE  (lock while running)
+        spec.json  metrics.jsonl  checkpoint.pt  result.json  DONE  (lock while running; lock.guard, see RunDir.locked)
         features/  (stage-1 runs) kept features of the frozen backbone, shared by stage-2 runs
 
 Every file is written atomically (temp file + rename); DONE is written last.
@@ -9,22 +9,31 @@ Every file is written atomically (temp file + rename); DONE is written last.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import LtbenchError
 from .specs import RunSpec
 
-STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is abandoned
+STALE_AFTER_S = 600.0  # a lock held on another host is abandoned when its heartbeat is older than this
+HEARTBEAT_S = 30.0  # how often the holder of a lock refreshes its heartbeat (the lock file's mtime)
+UNREADABLE_STALE_S = 10.0  # a lock file that holds no owner's record is abandoned when older than this
+GUARD_WAIT_S = 60.0  # the longest wait for lock.guard, which is held for the moment of taking or releasing a lock
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}  # link() errors of such file systems
 
 
 def _umask() -> int:
@@ -63,6 +72,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # kill() would signal a process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -77,9 +88,103 @@ def _slurm_restart_count() -> int:
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 
 
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/<pid>/stat); None where
+    unknown. With the pid it names one process: a later process that reuses the pid starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # after "pid (name) ": field 3 is index 0
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    """This boot of this host (Linux); None where unknown."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _owner_record(info: Any) -> bool:
+    """Whether ``info`` (a lock file's JSON) is an owner's record that lock_live can judge."""
+    return (isinstance(info, dict) and isinstance(info.get("host"), str) and type(info.get("pid")) is int
+            and type(info.get("restart", 0)) is int and type(info.get("pid_start")) in (int, type(None))
+            and type(info.get("boot")) in (str, type(None)))
+
+
+def owner_alive(info: dict[str, Any]) -> bool:
+    """Whether the process that a lock of this host names still runs: its pid exists, and, where the lock
+    recorded them, the host has not rebooted since and the pid's start time is the recorded one (not a
+    later process that reuses the pid)."""
+    boot, now = info.get("boot"), _boot_id()
+    if boot is not None and now is not None and boot != now:
+        return False
+    if not pid_alive(info["pid"]):
+        return False
+    start = info.get("pid_start")
+    return start is None or _process_start(info["pid"]) in (None, start)
+
+
+def lock_live(info: dict[str, Any]) -> bool:
+    """Whether a lock (``RunDir.lock_info()``) belongs to a process that may still write its run.
+
+    - A lock left by an earlier run of this SLURM job (requeued: same job id, lower SLURM_RESTART_COUNT, or
+      another node) is stale.
+    - On this host the owner's process decides: live while it runs, however old the heartbeat (an ImageNet
+      epoch, a stopped process). Other hosts cannot be asked: there a heartbeat older than STALE_AFTER_S
+      (the holder refreshes it every HEARTBEAT_S) means stale.
+    - A lock file that holds no owner's record (a partial write of an older ltbench, a damaged file) is
+      live for UNREADABLE_STALE_S, then stale: a lock is never empty while it is being taken.
+    """
+    if "unreadable" in info:
+        return info["age_s"] < UNREADABLE_STALE_S
+    here = socket.gethostname()
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and info.get("job") == job and (info["host"] != here or info.get("restart", 0) < _slurm_restart_count()):
+        return False  # left by an earlier run of this SLURM job, which was requeued (maybe to another node)
+    if info["host"] == here:
+        return owner_alive(info)
+    return info["age_s"] < STALE_AFTER_S
+
+
+class _Heartbeat:
+    """A daemon thread that refreshes a held lock's heartbeat every HEARTBEAT_S seconds, from ``start``
+    until ``stop``: through training, feature extraction and evaluation alike."""
+
+    def __init__(self, rd: RunDir, token: str):
+        self.rd, self.token, self.lost = rd, token, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ltbench-heartbeat-{rd.run_id[:12]}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.beat()
+
+    def beat(self) -> None:
+        info = self.rd.lock_info()
+        if info is None:
+            return  # removed, e.g. with a run directory that keeps no record
+        try:
+            if info.get("token") == self.token:
+                os.utime(self.rd.lock_file)
+            elif not self.lost:
+                self.lost = True
+                sys.stderr.write(f"ltbench: warning: the lock {self.rd.lock_file} is no longer this process's "
+                                 "(another process judged it stale and took it over).\n")
+        except OSError:
+            pass  # e.g. a passing network file system error: the next beat tries again
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @dataclass
 class RunDir:
     path: Path
+    _heartbeat: _Heartbeat | None = field(default=None, init=False, repr=False, compare=False)
 
     spec_file = property(lambda self: self.path / "spec.json")
     metrics_file = property(lambda self: self.path / "metrics.jsonl")
@@ -155,54 +260,172 @@ class RunDir:
                                "from scratch, or rerun with --force.") from exc
 
     def lock_info(self) -> dict[str, Any] | None:
+        """What the lock file says (host, pid, ...) plus ``age_s``, the seconds since its last heartbeat;
+        None when there is no lock. A lock whose content cannot be read as an owner's record gives
+        ``{"age_s": ..., "unreadable": why}`` (never an exception)."""
         try:
-            info = json.loads(self.lock_file.read_text())
-            info["age_s"] = time.time() - self.lock_file.stat().st_mtime
-            return info
-        except (FileNotFoundError, json.JSONDecodeError):
+            age = time.time() - self.lock_file.stat().st_mtime
+            text = self.lock_file.read_bytes()
+        except FileNotFoundError:
             return None
+        except OSError as exc:  # e.g. no permission: judged as a lock just written, so never taken over
+            return {"age_s": 0.0, "unreadable": exc.strerror or type(exc).__name__}
+        try:
+            info = json.loads(text)
+        except ValueError:  # not UTF-8, not JSON
+            return {"age_s": age, "unreadable": "empty" if not text.strip() else "not JSON"}
+        if not _owner_record(info):
+            return {"age_s": age, "unreadable": "not an owner's record"}
+        info["age_s"] = age
+        return info
 
     def lock_is_live(self) -> bool:
         info = self.lock_info()
-        if info is None:
-            return False
-        if info.get("host") == socket.gethostname() and not pid_alive(int(info.get("pid", -1))):
-            return False
-        job = os.environ.get("SLURM_JOB_ID")
-        if job and info.get("job") == job and (info.get("host") != socket.gethostname()
-                                               or info.get("restart", 0) < _slurm_restart_count()):
-            return False  # left by an earlier run of this SLURM job, which was requeued (maybe to another node)
-        return info["age_s"] < STALE_AFTER_S
+        return info is not None and lock_live(info)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive right to write this run directory, with a heartbeat (``heartbeat()``)."""
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID"),
-              "restart": _slurm_restart_count(), "started": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-                with os.fdopen(fd, "w") as f:
-                    json.dump(me, f)
-                break
-            except FileExistsError:
-                if self.lock_is_live():
-                    info = self.lock_info() or {}
-                    raise LtbenchError(
-                        f"run {self.run_id} is already running (host {info.get('host')}, pid {info.get('pid')}, "
-                        f"job {info.get('job')}); wait for it, or delete {self.lock_file} if that process is gone."
-                    ) from None
-                self.lock_file.unlink(missing_ok=True)  # stale: its owner died
-        else:
-            raise LtbenchError(f"could not take the lock {self.lock_file}; another process keeps taking it.")
+        """Exclusive right to write this run directory while the context lasts.
+
+        The lock file ``lock`` names its owner (host, pid and the pid's start time, boot id, SLURM job and
+        restart count, a random token); a background thread refreshes its mtime, the heartbeat, every
+        HEARTBEAT_S seconds until the context exits. A live lock (see ``lock_live``) is an error; a stale
+        one is taken over. Taking the lock, and judging a lock stale and replacing it, happen under
+        ``_guard()``, so exactly one of several processes that find the same stale lock takes it over;
+        the lock file is created by link() of a complete temporary file, so it never exists without its
+        owner's record."""
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                  "boot": _boot_id(), "job": os.environ.get("SLURM_JOB_ID"), "restart": _slurm_restart_count(),
+                  "started": time.time(), "token": uuid.uuid4().hex}
         try:
+            with self._guard(required=True):
+                if not self._publish(record):
+                    info = self.lock_info()
+                    if info is not None and lock_live(info):
+                        raise LtbenchError(self._running_message(info))
+                    self.lock_file.unlink(missing_ok=True)  # stale: its owner is gone
+                    if not self._publish(record):
+                        raise LtbenchError(f"could not take the lock {self.lock_file}: a process that does not "
+                                           f"use {self.guard_file.name} (an older ltbench?) took it at the same "
+                                           "moment; `ltbench status` shows whether the run is running, else try "
+                                           "again.")
+        except OSError as exc:
+            raise LtbenchError(f"cannot take the lock {self.lock_file} ({exc.strerror or exc}); pass a writable "
+                               "--results directory.") from exc
+        beat = None
+        try:
+            beat = self._heartbeat = _Heartbeat(self, record["token"])
             yield
         finally:
-            self.lock_file.unlink(missing_ok=True)
+            if beat is not None:
+                beat.stop()
+            self._heartbeat = None
+            with self._guard(required=False):
+                if self._holds(record["token"]):  # not a lock that another process took over meanwhile
+                    self.lock_file.unlink(missing_ok=True)
 
     def heartbeat(self) -> None:
-        if self.lock_file.exists():
-            os.utime(self.lock_file)
+        """Refresh the heartbeat of the lock that this object holds (``locked()`` also does it in the
+        background every HEARTBEAT_S seconds); nothing when it holds none."""
+        if self._heartbeat is not None:
+            self._heartbeat.beat()
+
+    @property
+    def guard_file(self) -> Path:
+        return self.path / "lock.guard"
+
+    @contextmanager
+    def _guard(self, required: bool) -> Iterator[None]:
+        """Hold an flock on ``lock.guard`` (kept beside the lock) for the moment of taking or releasing the lock.
+
+        Judging a lock stale and replacing it must be one step: two processes that both judge the same lock
+        stale would otherwise both replace it and both go on. The guard makes the step exclusive among all
+        processes of this host, and across NFS clients too (Linux maps flock to NFS byte-range locks). Where a
+        file system has no flock (an NFS mount with -o nolock, some FUSE file systems) the step runs unguarded:
+        taking a free lock stays atomic (link()), and only processes on different hosts that take over the
+        same stale lock at the same moment can both win, as before there was a guard. A held guard is waited
+        for up to GUARD_WAIT_S (it is held for milliseconds; longer means a stopped process); then ``required``
+        raises, otherwise the step goes on unguarded (releasing a lock never fails)."""
+        try:
+            fd = os.open(self.guard_file, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError:
+            if required:
+                raise  # locked() says what is wrong
+            yield  # e.g. the run directory was removed with its lock: nothing to guard
+            return
+        try:
+            deadline, pause = time.monotonic() + GUARD_WAIT_S, 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        if not required:
+                            break
+                        raise LtbenchError(
+                            f"{self.guard_file} has been held for over {GUARD_WAIT_S:.0f} s by another process "
+                            f"(a stopped one?); `fuser {self.guard_file}` names it. Resume or end it, then "
+                            "try again.") from None
+                    time.sleep(pause)
+                    pause = min(2 * pause, 0.02)
+                except OSError:  # no flock here: unguarded, see above
+                    break
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _publish(self, record: dict[str, Any]) -> bool:
+        """Create the lock file holding ``record`` unless a lock exists; True when this call created it.
+
+        The record goes to a temporary file that is then hard-linked to the lock's name: link() fails when the
+        name exists and is atomic (on NFS too), so there is no moment when the lock exists without its owner's
+        record. A link whose reply NFS lost and resent can fail although it succeeded: the temporary file's
+        link count tells. On a file system without hard links the lock is created empty with O_EXCL and then
+        written; readers give such a young unreadable lock UNREADABLE_STALE_S before they call it stale."""
+        data = json.dumps(record).encode()
+        fd, tmp = temp_file(self.path, self.lock_file.name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, self.lock_file)
+            except FileExistsError:
+                return os.stat(tmp).st_nlink == 2
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                return self._publish_without_link(data)
+            return True
+        finally:
+            os.unlink(tmp)
+
+    def _publish_without_link(self, data: bytes) -> bool:
+        try:
+            fd = os.open(self.lock_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
+    def _holds(self, token: str) -> bool:
+        """Whether the lock file is the one with ``token`` (this process's, not a take-over's)."""
+        info = self.lock_info()
+        return info is not None and info.get("token") == token
+
+    def _running_message(self, info: dict[str, Any]) -> str:
+        if "unreadable" in info:
+            return (f"run {self.run_id} may be starting or running: its lock {self.lock_file} cannot be read "
+                    f"({info['unreadable']}); try again in a few seconds, or delete that file if no process works "
+                    "on this run.")
+        who = f"host {info['host']}, pid {info['pid']}, job {info.get('job')}, last heartbeat {info['age_s']:.0f} s ago"
+        if info["host"] == socket.gethostname():
+            return (f"run {self.run_id} is already running ({who}; that process is alive on this host); wait for "
+                    f"it, or end process {info['pid']} first (a stopped process keeps its runs).")
+        return (f"run {self.run_id} is already running ({who}); wait for it, or delete {self.lock_file} if that "
+                f"process is gone (the lock counts as abandoned {STALE_AFTER_S / 60:.0f} minutes after its last "
+                "heartbeat).")
 
     def state(self) -> str:
         if self.is_done():
@@ -230,7 +453,7 @@ class Store:
             raise LtbenchError(f"cannot create the run directory {rd.path} ({exc.strerror}); "
                                "pass a writable --results directory.") from exc
         if not rd.spec_file.exists():
-            atomic_write_json(rd.spec_file, {**spec.canonical(), "run_id": spec.run_id, "origins": spec.origins})
+            atomic_write_json(rd.spec_file, spec.to_json())
         return rd
 
     def remove(self, rd: RunDir) -> None:
