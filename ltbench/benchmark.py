@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -66,3 +70,24 @@ def check_imbalance(name: str, imbalance: float, n_max: int, num_classes: int) -
         raise LtbenchError(f"{name}: imbalance ratio {imbalance:g} leaves class {empty[0]}{more} with no training "
                            f"image (n_i = int({n_max} * IR^(-i/{num_classes - 1}))); the largest ratio that keeps "
                            f"one image per class is {largest:g}: pass --imbalance {largest:g} or less.")
+
+
+@contextmanager
+def download_into(folder: Path) -> Iterator[None]:
+    """Around a download into ``folder``: when it fails, remove what it left (the folders it created,
+    or the entries it added to a folder that was there: a partial archive), so that a failed download
+    leaves no empty or partial data behind. The exception goes on."""
+    top = Path(folder).absolute()
+    while not top.parent.exists():
+        top = top.parent
+    before = set(os.listdir(folder)) if Path(folder).is_dir() else None
+    try:
+        yield
+    except BaseException:
+        if before is None:
+            shutil.rmtree(top, ignore_errors=True)
+        else:
+            for name in set(os.listdir(folder)) - before:
+                path = Path(folder) / name
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .benchmark import download_into
 from .errors import LtbenchError
 from .registry import benchmarks
 from .splitfile import LINE_FORMAT, SplitFileBenchmark, SplitList, read_split_file, split_summary
@@ -253,7 +254,17 @@ def _fetch_split_file(bench: SplitFileBenchmark, target: Path, download: bool, r
     if not download:
         report.add("info", f"{target.name}: not downloaded (--no-download); it is published at {url}")
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with download_into(target.parent):  # a failed download leaves no folder or partial file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            n = _download_split_file(bench, url, target)
+        report.add("ok", f"downloaded {target.name} ({n:,} images) from {url}")
+    except (OSError, ValueError) as exc:
+        report.add("warn", f"could not download {target.name} from {url} ({exc}); put it in {target.parent} by hand.")
+
+
+def _download_split_file(bench: SplitFileBenchmark, url: str, target: Path) -> int:
+    """Download a published split list to ``target`` (atomically) and check it; its line count."""
     fd, tmp_name = temp_file(target.parent, target.name)
     tmp = Path(tmp_name)
     try:
@@ -266,8 +277,6 @@ def _fetch_split_file(bench: SplitFileBenchmark, target: Path, download: bool, r
             raise ValueError(f"the file at that address is not the published list ({len(entries):,} images, "
                              f"expected {facts.lines:,})")
         os.replace(tmp, target)
-        report.add("ok", f"downloaded {target.name} ({len(entries):,} images) from {url}")
-    except (OSError, ValueError) as exc:
-        report.add("warn", f"could not download {target.name} from {url} ({exc}); put it in {target.parent} by hand.")
+        return len(entries)
     finally:
         tmp.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 from . import __version__, distributed
 from .backbones import LTModel, build_backbone, check_initial_weights, load_initial_weights
@@ -151,7 +152,7 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
         opt.load_state_dict(ck["optimizer"])
         ctx.state.update(ck.get("method_state", {}))
         start, best = ck["epoch"], ck["best"]
-        console.print(f"[dim]{title}: resuming after epoch {start} from {rd.checkpoint_file}[/dim]")
+        console.print(f"[dim]{escape(title)}: resuming after epoch {start} from {escape(str(rd.checkpoint_file))}[/dim]")
     if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
         rd.trim_metrics(ctx.stage, start)
     net = distributed.wrap(model, dist, device)  # after the checkpoint: every rank starts from the same state
@@ -332,7 +333,8 @@ def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch
         try:
             save_features(feats, file)
         except OSError as exc:  # only a lost speed-up: the run goes on with the features in memory
-            console.print(f"[yellow]warning: could not keep the features in {file} ({exc.strerror})[/yellow]")
+            console.print(f"[yellow]warning: could not keep the features in {escape(str(file))} "
+                          f"({escape(str(exc.strerror))})[/yellow]")
     return feats, key, {"features": "extracted", "features_s": time.time() - t0}
 
 

@@ -101,16 +101,22 @@ def wd_series(results: list[dict[str, Any]]) -> dict[str, dict[float, list[float
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[key(r)].append(r)
-    firsts = [g[0] for g in groups.values()]
-    extra = differences([r["spec"] for r in firsts], ignore=(*WD_KEYS, "seed"))
+    names: dict[str, list[str]] = defaultdict(list)  # series of one method on one benchmark
+    for k, runs in groups.items():
+        names[f"{runs[0]['method']}, {runs[0]['label']}"].append(k)
     series: dict[str, dict[float, list[float]]] = {}
-    for runs, diff in zip(groups.values(), extra, strict=True):
-        name = f"{runs[0]['method']}, {runs[0]['label']}" + (f" ({format_settings(diff)})" if diff else "")
-        points: dict[float, list[float]] = defaultdict(list)
-        for r in runs:
-            points[weight_decay_of(r)].append(r["test"]["top1"])
-        series[name] = points
+    for base, keys in names.items():
+        extra = differences([groups[k][0]["spec"] for k in keys], ignore=WD_KEYS)
+        for k, diff in zip(keys, extra, strict=True):
+            series[base + (f" ({format_settings(diff)})" if diff else "")] = _by_weight_decay(groups[k])
     return series
+
+
+def _by_weight_decay(runs: list[dict[str, Any]]) -> dict[float, list[float]]:
+    points: dict[float, list[float]] = defaultdict(list)
+    for r in runs:
+        points[weight_decay_of(r)].append(r["test"]["top1"])
+    return points
 
 
 def plot_wd(results: list[dict[str, Any]], out: Path) -> Path:

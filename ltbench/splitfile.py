@@ -50,11 +50,22 @@ class SplitList:
         return f"{self.file}:{self.line_numbers[i]}"
 
 
+def outside_root(path: str) -> str | None:
+    """Why a split-file path would lead outside the data root (None when it stays inside). Only the text
+    counts: symbolic links inside the root (e.g. an image folder kept on another disk) are the user's."""
+    if path.startswith("/"):
+        return f"path {path!r} is absolute; paths are relative to the data root"
+    if ".." in path.split("/"):
+        return f"path {path!r} has a '..' component, which leads out of the data root"
+    return None
+
+
 def parse_split_lines(lines: Iterable[str], file: Path, num_classes: int,
                       max_problems: int | None = 1) -> tuple[SplitList, list[str]]:
-    """Parse the lines of a split file. Blank lines are skipped; a leading '/' of a path is dropped
-    (paths are always relative to the data root). Returns the entries and up to ``max_problems``
-    messages ("file:line: what: 'text'", None: all of them); the entries of bad lines are left out."""
+    """Parse the lines of a split file. Blank lines are skipped. Paths are relative to the data root and
+    must stay inside it: an absolute path or one with a '..' component is a problem of its line (the
+    published lists hold neither). Returns the entries and up to ``max_problems`` messages
+    ("file:line: what: 'text'", None: all of them); the entries of bad lines are left out."""
     out = SplitList(Path(file), [], [], [])
     problems: list[str] = []
     for n, raw in enumerate(lines, 1):
@@ -69,12 +80,14 @@ def parse_split_lines(lines: Iterable[str], file: Path, num_classes: int,
             problem = f"label {fields[1]!r} is not a non-negative integer"
         elif int(fields[1]) >= num_classes:
             problem = f"label {int(fields[1])} is out of range 0..{num_classes - 1}"
+        else:
+            problem = outside_root(fields[0])
         if problem is not None:
             problems.append(f"{file}:{n}: {problem}: {text!r}")
             if max_problems is not None and len(problems) >= max_problems:
                 break
             continue
-        out.paths.append(fields[0].lstrip("/"))
+        out.paths.append(fields[0])
         out.labels.append(int(fields[1]))
         out.line_numbers.append(n)
     return out, problems
@@ -205,6 +218,8 @@ class SplitFileBenchmark(Benchmark):
 
     def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
              split_root: Path | None = None) -> ImageFileSplits:
+        from rich.markup import escape
+
         from .data import ShotRule
         from .images import ImageFiles, ImageFileSplits
         from .progress import console
@@ -223,7 +238,7 @@ class SplitFileBenchmark(Benchmark):
         differences = self.differences_from_published(lists)
         if differences:
             names = ", ".join(d.split(":")[0] for d in differences)
-            console.print(f"[yellow]warning:[/yellow] {self.title}: {names} differ from the published split lists "
+            console.print(f"[yellow]warning:[/yellow] {escape(self.title)}: {escape(names)} differ from the published split lists "
                           f"(recorded in the result); `ltbench data check {self.name}` compares them.",
                           highlight=False, soft_wrap=True)
         num_classes = max(lists["train"].labels) + 1
