@@ -3,7 +3,6 @@ classifier kept apart, so that decoupled methods can freeze one and retrain the 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 import torchvision
 
 from .errors import LtbenchError
+from .files import file_sha256
 from .registry import backbones
 
 
@@ -144,19 +144,16 @@ def build_backbone(name: str, num_classes: int, in_channels: int) -> LTModel:
     return backbones.get(name)(num_classes=num_classes, in_channels=in_channels)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+def weights_id(path: Path) -> str:
+    """How a spec names a file of initial weights: "sha256:<hex>"."""
+    return "sha256:" + file_sha256(path)
 
 
 def check_initial_weights(path: Path | None, expected: str) -> None:
     if path is None or not Path(path).is_file():
         raise LtbenchError(f"this run starts from initial weights {expected[:19]}..., but --init-weights "
                            f"{path or '(not given)'} is not a file; pass the same weights file again.")
-    if file_sha256(Path(path)) != expected:
+    if weights_id(Path(path)) != expected:
         raise LtbenchError(f"--init-weights {path} is not the file this run was specified with ({expected[:19]}...).")
 
 
@@ -184,5 +181,5 @@ def load_initial_weights(model: LTModel, path: Path | None) -> dict[str, Any]:
         raise LtbenchError(f"--init-weights {path}: none of its {len(clean)} tensors fit the backbone's "
                            f"feature extractor; is it a state dict of the same architecture?")
     model.features.load_state_dict(matched, strict=False)
-    return {"sha256": file_sha256(Path(path)), "loaded": len(matched),
+    return {"sha256": weights_id(Path(path)), "loaded": len(matched),
             "not_loaded": sorted(set(own) - set(matched))[:20]}

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import statistics
 from collections import defaultdict
@@ -142,16 +144,34 @@ def plot_wd(results: list[dict[str, Any]], out: Path) -> Path:
 
 
 def _save(fig: Any, out: Path) -> Path:
+    """Write the figure to ``out`` atomically (a temporary file beside it, then a rename); a destination
+    that cannot be written is one LtbenchError that names it."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise LtbenchError(f"cannot write the plot to {out} ({_why_unwritable(out, exc)}); pass -o with a .png file "
+                           "in a folder you can write to.") from None
+    finally:
+        plt.close(fig)
     return out
+
+
+def _why_unwritable(out: Path, exc: OSError) -> str:
+    for folder in out.parents:  # the nearest one that exists
+        if folder.exists():
+            return f"{folder} is a file, not a folder" if not folder.is_dir() else (exc.strerror or str(exc))
+    return exc.strerror or str(exc)
 
 
 PLOTTERS = {"norms": plot_norms, "accuracy": plot_accuracy, "wd": plot_wd}

@@ -7,7 +7,6 @@ lives in ``ltbench.images`` and is imported when a benchmark loads.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .benchmark import Benchmark
 from .errors import LtbenchError
+from .files import file_sha256
 
 if TYPE_CHECKING:
     from .images import ImageFileSplits, ImageTransform
@@ -111,14 +111,6 @@ def load_split_file(path: Path, num_classes: int) -> SplitList:
     if not entries.paths:
         raise LtbenchError(f"split file {path} lists no images; replace it with the published {Path(path).name}.")
     return entries
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_summary(labels: list[int]) -> tuple[int, int, int]:

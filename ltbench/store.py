@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -26,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LtbenchError
+from .errors import DamagedRecord, LtbenchError
+from .files import FILE_MODE, atomic_write_bytes, atomic_write_json, damage, temp_file, write_checked  # noqa: F401
 from .specs import RunSpec
 
 STALE_AFTER_S = 600.0  # a lock held on another host is abandoned when its heartbeat is older than this
@@ -36,39 +36,19 @@ GUARD_WAIT_S = 60.0  # the longest wait for lock.guard, which is held for the mo
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}  # link() errors of such file systems
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
-    os.umask(mask)
-    return mask
+def load_checked(path: Path, fix: str) -> Any:
+    """torch.load of a file that a later run trusts (checkpoint.pt, model.pt), after checking it against
+    its recorded sha256; a missing, damaged or unreadable file is one LtbenchError: ``path``, what is
+    wrong, and ``fix``."""
+    import torch
 
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file under the user's umask (read at import)
-
-
-def temp_file(folder: Path | str, name: str) -> tuple[int, str]:
-    """A new temporary file beside ``name`` in ``folder`` (to be renamed onto it), with the mode that
-    the user's umask gives new files: mkstemp's 0600 would keep a group sharing a results directory out."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
-    return fd, tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = temp_file(path.parent, path.name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    problem = damage(path)
+    if problem is None:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            problem = f"unreadable ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:100]})"
+    raise LtbenchError(f"{path} is {problem}; {fix}.")
 
 
 def pid_alive(pid: int) -> bool:
@@ -181,6 +161,78 @@ class _Heartbeat:
         self._thread.join()
 
 
+# --- reading records: the keys that `table`, `status` and `plot` read; a file without them is damaged ---
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_number(x) for x in v)
+
+
+def _stages(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(hp, dict) for hp in v.values())
+
+
+SPEC_SHAPE: dict[str, Any] = {"benchmark": str, "method": str, "backbone": str, "recipe": str, "seed": int,
+                              "data": dict, "stages": _stages,
+                              "parent?": lambda v: v is None or (shape_problem(v, SPEC_SHAPE) is None
+                                                                 and isinstance(v["stages"].get("train"), dict))}
+TEST_SHAPE: dict[str, Any] = {"top1": _number, "many": lambda v: v is None or _number(v),
+                              "medium": lambda v: v is None or _number(v), "few": lambda v: v is None or _number(v)}
+RESULT_SHAPE: dict[str, Any] = {
+    "run_id": str, "benchmark": str, "method": str, "label": str, "seed": int, "backbone": str, "recipe": str,
+    "spec": SPEC_SHAPE, "method_record": dict, "val": {"class_mean?": lambda v: v is None or _number(v)},
+    "selected": {"last_epoch_test?": lambda v: v is None or shape_problem(v, TEST_SHAPE) is None},
+    "test": {**TEST_SHAPE, "per_class": list}, "classifier_norms": _numbers, "class_counts": _numbers}
+
+
+def shape_problem(obj: Any, shape: dict[str, Any], where: str = "") -> str | None:
+    """The first way a JSON value lacks ``shape`` (key -> type, predicate or nested shape; a key ending in
+    "?" may be absent), in words ("has no key test.top1"); None when it has it."""
+    if not isinstance(obj, dict):
+        return f"has a bad value at {where[:-1]}" if where else "is not a JSON object"
+    for key, want in shape.items():
+        name = key.rstrip("?")
+        if name not in obj:
+            if key.endswith("?"):
+                continue
+            return f"has no key {where}{name}"
+        value = obj[name]
+        if isinstance(want, dict):
+            problem = shape_problem(value, want, f"{where}{name}.")
+            if problem:
+                return problem
+        elif not _fits(value, want):
+            return f"has a bad value at {where}{name}"
+    return None
+
+
+def _fits(value: Any, want: Any) -> bool:
+    """Whether ``value`` is of type ``want`` (an int is no bool), or passes the predicate ``want``."""
+    if isinstance(want, type):
+        return isinstance(value, want) and not (want is int and isinstance(value, bool))
+    return bool(want(value))
+
+
+def read_json(path: Path) -> tuple[Any, str | None]:
+    """(the JSON value of a file, None), or (None, what is wrong: "is missing", "is empty", "is not JSON",
+    "cannot be read (...)"); never an exception."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, "is missing"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if not data.strip():
+        return None, "is empty"
+    try:
+        return json.loads(data), None
+    except ValueError:  # not UTF-8, not JSON
+        return None, "is not JSON"
+
+
 @dataclass
 class RunDir:
     path: Path
@@ -203,17 +255,77 @@ class RunDir:
         return self.done_file.exists()
 
     def spec(self) -> dict[str, Any]:
-        return json.loads(self.spec_file.read_text())
+        """spec.json; DamagedRecord when it is missing, not JSON or lacks what readers use."""
+        return self._read(self.spec_file, SPEC_SHAPE, f"delete {self.path}, then the same `ltbench run` command "
+                          "runs it anew")
 
     def result(self) -> dict[str, Any]:
-        return json.loads(self.result_file.read_text())
+        """result.json; DamagedRecord when it is missing, not JSON or lacks what `table`, `status` and `plot`
+        read."""
+        if self.checkpoint_file.exists():
+            fix = f"the same `ltbench run` command redoes the final report from checkpoint.pt, or delete {self.path}"
+        else:
+            fix = f"delete {self.path}, then the same `ltbench run` command runs it anew"
+        return self._read(self.result_file, RESULT_SHAPE, fix)
+
+    def _read(self, path: Path, shape: dict[str, Any], fix: str) -> dict[str, Any]:
+        value, problem = read_json(path)
+        problem = problem or shape_problem(value, shape)
+        if problem:
+            raise DamagedRecord(path, problem, fix)
+        return value
+
+    def spec_file_damage(self) -> DamagedRecord | None:
+        try:
+            self.spec()
+        except DamagedRecord as exc:
+            return exc
+        return None
+
+    def record_damage(self) -> DamagedRecord | None:
+        """What makes this run's record unusable: its spec.json (where there is one), or, once DONE, its
+        result.json; None when both read. (metrics() reports metrics.jsonl.)"""
+        try:
+            if self.spec_file.exists():
+                self.spec()
+            if self.is_done():
+                self.result()
+        except DamagedRecord as exc:
+            return exc
+        return None
+
+    def failure(self) -> str:
+        """The error that FAILED records; DamagedRecord when FAILED cannot be read."""
+        info, problem = read_json(self.failed_file)
+        if problem is None and not (isinstance(info, dict) and isinstance(info.get("error"), str)):
+            problem = "no error in it"
+        if problem:
+            raise DamagedRecord(self.failed_file, f"is unreadable ({problem.removeprefix('is ')})",
+                                "its error is lost; the same `ltbench run` command (or `ltbench sweep "
+                                "--retry-failed`) runs it again")
+        return info["error"]
 
     def metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.exists():
+        """The lines of metrics.jsonl; DamagedRecord at the first complete line that is not a JSON object."""
+        fix = "the same `ltbench run` command trims it back to the checkpoint and resumes"
+        try:
+            data = self.metrics_file.read_bytes()
+        except FileNotFoundError:
             return []
-        text = self.metrics_file.read_text()
-        lines = text.splitlines(keepends=True)  # a last line without its newline is still being written
-        return [json.loads(line) for line in lines if line.strip() and line.endswith("\n")]
+        except OSError as exc:
+            raise DamagedRecord(self.metrics_file, f"cannot be read ({exc.strerror})", fix) from None
+        rows = []
+        for n, line in enumerate(data.split(b"\n")[:-1], 1):  # a last line without its newline is being written
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:  # not UTF-8, not JSON
+                row = None
+            if not isinstance(row, dict):
+                raise DamagedRecord(self.metrics_file, f"line {n} is not a JSON record", fix)
+            rows.append(row)
+        return rows
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.metrics_file, "a") as f:
@@ -222,42 +334,37 @@ class RunDir:
             os.fsync(f.fileno())
 
     def trim_metrics(self, stage: str, epochs_done: int) -> None:
-        """Keep only lines of epochs that the checkpoint holds (a resumed run repeats the rest)."""
-        rows = [r for r in self.metrics() if not (r.get("stage") == stage and r["epoch"] > epochs_done)]
+        """Keep only lines of epochs that the checkpoint holds (a resumed run repeats the rest); a line
+        that is not a JSON record (a write cut short by a full disk, a damaged file) goes too."""
+        rows = []
+        text = self.metrics_file.read_bytes().decode(errors="replace") if self.metrics_file.exists() else ""
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and isinstance(row.get("stage"), str) \
+                    and not (row["stage"] == stage and row["epoch"] > epochs_done):
+                rows.append(row)
         atomic_write_bytes(self.metrics_file, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         self._save_torch(state, self.checkpoint_file)
 
-    def save_model(self, state: dict[str, Any]) -> None:
-        """The reported model's weights (the selected checkpoint, after any post-hoc transform)."""
-        self._save_torch(state, self.model_file)
+    def save_model(self, state: dict[str, Any]) -> str:
+        """The reported model's weights (the selected checkpoint, after any post-hoc transform); its sha256."""
+        return self._save_torch(state, self.model_file)
 
-    def _save_torch(self, state: dict[str, Any], path: Path) -> None:
+    def _save_torch(self, state: dict[str, Any], path: Path) -> str:
         import torch
 
-        fd, tmp = temp_file(self.path, path.stem)
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        return write_checked(path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         if not self.checkpoint_file.exists():
             return None
-        import torch
-
-        try:
-            return torch.load(self.checkpoint_file, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:120]
-            raise LtbenchError(f"{self.checkpoint_file} cannot be read ({type(exc).__name__}: {first}); "
-                               "delete it to restart this run "
-                               "from scratch, or rerun with --force.") from exc
+        return load_checked(self.checkpoint_file, "delete it to restart this run from scratch (its finished "
+                            "epochs are lost), or rerun with --force")
 
     def lock_info(self) -> dict[str, Any] | None:
         """What the lock file says (host, pid, ...) plus ``age_s``, the seconds since its last heartbeat;
@@ -452,8 +559,12 @@ class Store:
         except OSError as exc:
             raise LtbenchError(f"cannot create the run directory {rd.path} ({exc.strerror}); "
                                "pass a writable --results directory.") from exc
-        if not rd.spec_file.exists():
-            atomic_write_json(rd.spec_file, spec.to_json())
+        if rd.spec_file_damage() is not None:  # missing, or damaged: the spec is known, so write it (again)
+            try:
+                atomic_write_json(rd.spec_file, spec.to_json())
+            except OSError as exc:
+                raise LtbenchError(f"cannot write {rd.spec_file} ({exc.strerror}); free space or pass a writable "
+                                   "--results directory, then run the same command again.") from exc
         return rd
 
     def remove(self, rd: RunDir) -> None:
@@ -469,7 +580,9 @@ class Store:
         base = self.root / "runs"
         if not base.is_dir():
             return []
-        return sorted((RunDir(p.parent) for p in base.glob("*/*/*/spec.json")), key=lambda r: str(r.path))
+        # every run directory, also one that lost its spec.json (status lists it as damaged)
+        return sorted((RunDir(p) for p in base.glob("*/*/*") if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda r: str(r.path))
 
     def find(self, run_id: str) -> RunDir:
         hits = [r for r in self.runs() if r.run_id.startswith(run_id)]

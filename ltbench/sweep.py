@@ -8,6 +8,8 @@ before, from the scheduler's view of their newest job (the manifest, ltbench.lau
   queued      its job is not over but has not begun the run      skipped
               (SLURM pending, or earlier runs of its local lane)
   failed      FAILED, or its job failed before any checkpoint    skipped unless --retry-failed
+  damaged     a file of its record cannot be read (the note      skipped
+              names it and the fix)
   unfinished  a run directory without DONE                       launched (resumes from its checkpoint)
   new         nothing yet                                        launched
 
@@ -19,18 +21,17 @@ after its queued SLURM job, or not at all while that run is failed ("blocked") o
 from __future__ import annotations
 
 import itertools
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LtbenchError
+from .errors import DamagedRecord, LtbenchError
 from .launch import Manifest, is_active, job_failed, job_states, log_tail
 from .specs import RunSpec, resolve
 from .store import RunDir, Store
 
-STATES = ("done", "running", "queued", "failed", "unfinished", "new")
+STATES = ("done", "running", "queued", "failed", "damaged", "unfinished", "new")
 
 
 def split_values(text: str) -> list[str]:
@@ -162,21 +163,42 @@ class Plan:
 
 
 def run_state(rd: RunDir, job: dict[str, Any] | None, job_state: str | None) -> tuple[str, str]:
-    """(state, note) of a run from the store and its newest job."""
+    """(state, note) of a run from the store and its newest job. A damaged run's note names the file,
+    what is wrong with it and the fix ("result.json is not JSON: ...")."""
+    damaged = rd.record_damage()
+    if damaged is not None:
+        return "damaged", _damage_note(damaged)
     if rd.is_done():
+        try:
+            rd.metrics()
+        except DamagedRecord as exc:  # only the per-epoch log: the table and plots read result.json
+            return "done", f"{exc.path.name} {exc.problem} (per-epoch log only)"
         return "done", ""
     if rd.lock_is_live():
         return "running", ""
     if job is not None and is_active(job_state):
         return "queued", ""  # its job is pending, starting, or busy with the runs before it in its lane
     if rd.failed_file.exists():
-        error = json.loads(rd.failed_file.read_text()).get("error", "").strip().splitlines()
+        try:
+            error = rd.failure().strip().splitlines()
+        except DamagedRecord as exc:  # the fix goes with the error's lines (`ltbench status`)
+            return "failed", f"{exc.path.name} {exc.problem}"
         return "failed", (error or [""])[-1]
     if job is not None and job.get("job_id") is not None and not rd.checkpoint_file.exists() \
             and job_failed(job, job_state):
         tail = log_tail(job, 1)
         return "failed", f"job {job['job_id']} {job_state or 'failed'}" + (f": {tail[-1]}" if tail else "")
-    return ("unfinished" if rd.path.exists() else "new"), ""
+    if not rd.path.exists():
+        return "new", ""
+    try:
+        rd.metrics()
+    except DamagedRecord as exc:
+        return "damaged", _damage_note(exc)
+    return "unfinished", ""
+
+
+def _damage_note(exc: DamagedRecord) -> str:
+    return f"{exc.path.name} {exc.problem}: {exc.fix}"
 
 
 def make_plan(points: list[Point], store: Store, manifest: Manifest, launcher: str,
