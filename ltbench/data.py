@@ -50,12 +50,15 @@ def per_epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def sample_indices(labels: torch.Tensor, sampler: str, gen: torch.Generator) -> torch.Tensor:
-    """One epoch of indices (as many as there are samples): a permutation for instance-balanced
-    sampling; class-balanced sampling draws a class uniformly, then an image of that class."""
+    """One epoch of indices (as many as there are samples), on the CPU: a permutation for
+    instance-balanced sampling; class-balanced sampling draws a class uniformly, then an image of that
+    class. The draws come from ``gen`` (a CPU generator) and so does all the index arithmetic: labels
+    on another device are copied to the CPU first (pass CPU labels to avoid that copy)."""
     n = labels.numel()
     if sampler == "instance":
         return torch.randperm(n, generator=gen)
     if sampler == "class_balanced":
+        labels = labels.cpu()  # the CPU draws below meet these counts (a no-op for CPU labels)
         order = torch.argsort(labels, stable=True)
         counts = torch.bincount(labels)
         present = torch.nonzero(counts).flatten()
@@ -149,6 +152,20 @@ class Splits:
             yield self.normalize(x), y_all[start:start + batch_size]
 
 
+def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (nested in dicts, lists and tuples) moved to ``device``; any
+    other value is kept as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_device(v, device) for v in value]
+    if isinstance(value, tuple):
+        return tuple(to_device(v, device) for v in value)
+    return value
+
+
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 images -> float, scaled to [0, 1] and standardised per channel (ToTensor + Normalize),
     in place on one new tensor."""
@@ -210,7 +227,9 @@ class TensorSet:
 @dataclass
 class FeatureSplits:
     """The splits of a benchmark seen through a frozen feature extractor: features are computed once
-    (no augmentation) and classifier-only stages train on them. Same batch interface as ``Splits``."""
+    (no augmentation) and classifier-only stages train on them. Same batch interface as ``Splits``.
+    Each view holds the images of the same split of ``base`` in its order (so its labels are those of
+    ``base``, on any device)."""
 
     train: TensorSet
     val: TensorSet
@@ -236,7 +255,9 @@ class FeatureSplits:
 
     def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
                       augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = sample_indices(self.train.y, sampler, gen).to(device)  # one copy per epoch
+        # The epoch's order is drawn from the base splits' labels, which are on the CPU; the cached labels
+        # are the same labels in the same order, possibly on the device (no copy back per epoch).
+        idx = sample_indices(self.base.train.y, sampler, gen).to(device)  # one copy per epoch
         x_all, y_all = self.train.x.to(device), self.train.y.to(device)
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]

@@ -86,10 +86,17 @@ def teardown() -> None:
 
 
 def device_for(device: torch.device, dist: Dist) -> torch.device:
-    """One GPU per rank: cuda:LOCAL_RANK (modulo the visible GPUs) when the device is plain cuda."""
-    if dist.world_size > 1 and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
-    return device
+    """The device of this rank. Alone: ``device`` as given. With several ranks, one GPU per rank:
+    plain ``cuda`` becomes cuda:LOCAL_RANK (modulo the visible GPUs), the GPU ``setup`` made current.
+    An explicit cuda:N with several ranks is refused (LtbenchError, on every rank alike): it names one
+    GPU for all of them. Choose the GPUs with CUDA_VISIBLE_DEVICES (or the launcher's --gpus) instead."""
+    if dist.world_size == 1 or device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise LtbenchError(f"--device {device}: this run has {dist.world_size} processes, one GPU each, but "
+                           f"{device} names one GPU for all of them; use --device cuda (each process takes the GPU "
+                           "of its local rank) and choose the GPUs with CUDA_VISIBLE_DEVICES.")
+    return torch.device("cuda", dist.local_rank % torch.cuda.device_count())
 
 
 def prepare_model(model: torch.nn.Module, dist: Dist, sync_bn: bool, device: torch.device) -> torch.nn.Module:

@@ -143,18 +143,32 @@ def decode_rgb(data: torch.Tensor) -> torch.Tensor:
 def decode_on_device(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     """Decode a batch of JPEG bytes on ``device`` in one call (nvJPEG on CUDA); None for the images
     it cannot decode there (e.g. PNG files named .JPEG), to be decoded on the CPU."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     try:
-        return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+        return list(_decode_jpeg(datas, device))
     except RuntimeError:
         out: list[torch.Tensor | None] = []
         for d in datas:
             try:
-                out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+                out.append(_decode_jpeg(d, device))
             except RuntimeError:
                 out.append(None)
         return out
+
+
+def _decode_jpeg(data: torch.Tensor | list[torch.Tensor], device: torch.device) -> Any:
+    """torchvision's decode_jpeg on ``device``, made safe for the work queued before it on CUDA.
+
+    torchvision allocates the decoded images on the current stream, from the caching allocator, but
+    nvJPEG writes them on a private stream that does not wait for the current one; the allocator may
+    hand out memory that kernels still queued on the current stream (the previous step's) read or
+    write. Waiting for the current stream first closes that race; it costs a host sync per decoded
+    batch, and the decode call syncs with the host anyway. (torchvision makes the current stream wait
+    for the decode afterwards, so the images are safe to use.)"""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
 import os
 import pickle
 import shlex
@@ -307,9 +306,7 @@ def _launch_local(specs: list[RunSpec], store: Store, options: RunOptions, lo: L
     for lane, gpus in zip(lanes, slots, strict=False):
         ex = submitit.LocalExecutor(folder=folder / "local", max_num_timeout=MAX_REQUEUES)  # files <pid>_*
         ex.update_parameters(timeout_min=lo.time_min or DEFAULT_TIME_MIN["local"], tasks_per_node=lo.tasks,
-                             gpus_per_node=len(gpus), visible_gpus=list(gpus))
-        if lo.setup:
-            ex.update_parameters(setup=list(lo.setup))
+                             **_gpu_parameters(gpus, list(lo.setup)))
         job = ex.submit(RunJob(), *_job_args(lane, store, options, "local", threads))
         yield Launched(job, [s.run_id for s in lane], {
             "launcher": "local", "job_id": job.job_id, "folder": str(folder / "local"),
@@ -370,18 +367,35 @@ def deal(specs: list[RunSpec], n: int) -> list[list[RunSpec]]:
     return lanes
 
 
-def _visible_gpus() -> list[int]:
+def _visible_gpus() -> list[int | str]:
+    """The GPUs this process sees, as the jobs' CUDA_VISIBLE_DEVICES must name them: the entries of
+    this process's CUDA_VISIBLE_DEVICES (integers as ints; GPU UUIDs and MIG ids, "GPU-..." and
+    "MIG-...", as the strings given), as many as CUDA counts; without the variable, 0 .. count - 1."""
     import torch
 
     n = torch.cuda.device_count()
-    listed = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    if listed and all(v.isdigit() for v in listed):
-        return [int(v) for v in listed[:n]]
-    return list(range(n))
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        return list(range(n))
+    listed = [v.strip() for v in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if v.strip()]
+    return [int(v) if v.isdigit() else v for v in listed[:n]]
 
 
-def _local_slots(lo: LaunchOptions, manifest: Manifest) -> list[tuple[int, ...]]:
-    """The GPU sets (empty on the CPU) of the local jobs this launch may start."""
+def _gpu_parameters(gpus: tuple[int | str, ...], setup: list[str]) -> dict[str, Any]:
+    """submitit LocalExecutor parameters for a job on ``gpus`` (as ``_visible_gpus`` names them) with the
+    shell lines ``setup``. submitit takes integer indices only, and writes them to the job's
+    CUDA_VISIBLE_DEVICES; UUIDs and MIG ids go through a first setup line instead, which exports them
+    in the job's shell after submitit set the variable (to nothing: without that line, no GPU)."""
+    if all(isinstance(g, int) for g in gpus):
+        params: dict[str, Any] = {"gpus_per_node": len(gpus), "visible_gpus": list(gpus)}
+    else:
+        params = {"gpus_per_node": 0, "visible_gpus": []}
+        setup = [f"export CUDA_VISIBLE_DEVICES={shlex.quote(','.join(str(g) for g in gpus))}", *setup]
+    return {**params, "setup": setup} if setup else params
+
+
+def _local_slots(lo: LaunchOptions, manifest: Manifest) -> list[tuple[int | str, ...]]:
+    """The GPU sets of the local jobs this launch may start (GPUs named as ``_visible_gpus`` names
+    them; empty sets on the CPU)."""
     live = manifest.live_local_jobs()
     pids = ", ".join(str(e["job_id"]) for e in live)
     gpus = _visible_gpus() if lo.gpus != 0 else []
@@ -498,22 +512,76 @@ def wait(launched: list[Launched], poll_s: float = 1.0, timeout_s: float | None 
 class Manifest:
     """``<results>/jobs/manifest.json``: the sweeps launched into a results root and, per run id, the
     jobs launched for it (newest last). Every update is a read-modify-write under an exclusive lock,
-    written atomically (temp file + rename)."""
+    written atomically (temp file + rename).
+
+    A manifest that cannot be read (not JSON, the wrong shape) only loses the map from runs to jobs: the
+    readers go on from the store without it, after one warning line per process, and the next update
+    moves it aside (``manifest.json.damaged``) and starts a new one."""
+
+    _reported: set[tuple[str, int, int]] = set()  # damaged manifests warned about (path, mtime, size)
 
     def __init__(self, results: Path | str):
         self.path = Path(results) / "jobs" / "manifest.json"
 
     def load(self) -> dict[str, Any]:
+        data, problem = self._read()
+        if problem is not None:
+            self._warn(f"{self.path} {problem}; status and sweep go on without it (it only maps runs to their "
+                       "jobs); delete it to drop this warning")
+        return data
+
+    def _read(self) -> tuple[dict[str, Any], str | None]:
+        """(its content, None), or (an empty manifest, what is wrong with the file)."""
+        from .store import read_json, shape_problem
+
+        empty: dict[str, Any] = {"version": 1, "sweeps": [], "runs": {}}
         if not self.path.exists():
-            return {"version": 1, "sweeps": [], "runs": {}}
-        return json.loads(self.path.read_text())
+            return empty, None
+        data, problem = read_json(self.path)
+        problem = problem or shape_problem(data, self._SHAPE)
+        return (empty, problem) if problem else (data, None)
+
+    def _warn(self, message: str) -> None:
+        try:
+            st = self.path.stat()
+            key = (str(self.path.absolute()), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = (str(self.path.absolute()), 0, 0)
+        if key not in Manifest._reported:
+            Manifest._reported.add(key)
+            sys.stderr.write(f"warning: {message}.\n")
+
+    @staticmethod
+    def _job_ok(e: Any) -> bool:
+        if not isinstance(e, dict) or not isinstance(e.get("launcher"), str):
+            return False
+        job = e.get("job_id")
+        return job is None or (isinstance(job, (int, str)) and isinstance(e.get("folder"), str)
+                               and (e["launcher"] != "local" or str(job).isdigit())
+                               and isinstance(e.get("gpus", []), list))
+
+    _SHAPE: dict[str, Any] = {  # what status, sweep and the launchers read
+        "runs": lambda v: isinstance(v, dict) and all(
+            isinstance(r, dict) and isinstance(r.get("benchmark"), str) and isinstance(r.get("method"), str)
+            and isinstance(r.get("seed"), int) and isinstance(r.get("jobs"), list)
+            and all(Manifest._job_ok(e) for e in r["jobs"]) for r in v.values()),
+        "sweeps": lambda v: isinstance(v, list) and all(
+            isinstance(s, dict) and isinstance(s.get("id"), str) and isinstance(s.get("time"), (int, float))
+            and isinstance(s.get("command"), str) and isinstance(s.get("launcher"), str)
+            and isinstance(s.get("runs"), list) and all(isinstance(r, str) for r in s["runs"]) for s in v),
+    }
 
     @contextmanager
     def _updating(self) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self.load()
+            data, problem = self._read()
+            if problem is not None:  # kept for a look, never overwritten
+                aside = self.path.with_name(f"{self.path.name}.damaged")
+                os.replace(self.path, aside)
+                self._warn(f"{self.path} {problem}; moved it to {aside.name} and started a new one (it only maps "
+                           "runs to their jobs)")
             yield data
             atomic_write_json(self.path, data)
 
