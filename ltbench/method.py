@@ -45,9 +45,19 @@ class Method:
     # Decoupled methods: the method whose run is this method's stage 1 (its own, shared record),
     # e.g. "ce". Its settings are addressed as stage1.<key> on the command line.
     stage1: ClassVar[str | None] = None
+    # Engine keys (ltbench.recipes.ENGINE_DEFAULTS: epochs, lr, weight_decay, sampler, ...) whose value
+    # this method sets on purpose in hparams(). Any other engine key that hparams() returns for a
+    # training stage is a name clash, refused when the method registers (check_hparam_names).
+    overrides: ClassVar[frozenset[str]] = frozenset()
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
-        """Method-specific hyperparameters of a stage (new keys, or overrides of the recipe)."""
+        """The method's hyperparameters of ``stage`` and their defaults: its own keys (e.g. ``beta``),
+        and the engine keys it sets on purpose (listed in ``overrides``).
+
+        ``recipe`` is the recipe's name (``paper``, ``official``, ...) and ``family`` the benchmark's
+        recipe family (``Benchmark.recipe_family``: ``cifar``, ``digits``, ``imagenet_lt``,
+        ``inat2018``, ``places_lt``), so that a default can follow a paper's code or a benchmark. The
+        values resolved for a run are in ``ctx.hp`` and its spec.json."""
         return {}
 
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
@@ -89,6 +99,29 @@ class Method:
         """Post-hoc transform of the selected model, before the final evaluation."""
 
 
+def check_hparam_names(method: type[Method]) -> list[str]:
+    """Name clashes between a method's keys and the engine's: every engine key that ``hparams()``
+    returns for a training stage (under any recipe and benchmark family) without being listed in
+    ``overrides``. A method's own key must not share a name with an engine key (e.g. a focal loss's
+    ``gamma`` and the step schedule's ``gamma``): one would silently replace the other."""
+    from .recipes import ENGINE_DEFAULTS, FROZEN_STAGE_DEFAULTS, RECIPES
+
+    m = method()
+    families = sorted({f for table in RECIPES.values() for f in table})
+    problems = []
+    for stage in m.stages:
+        if not m.trains(stage):
+            continue  # no engine keys in a stage that does not train
+        engine = {**ENGINE_DEFAULTS, **(FROZEN_STAGE_DEFAULTS if m.frozen_features(stage) else {})}
+        keys = {k for recipe in RECIPES for family in families for k in m.hparams(stage, recipe, family)}
+        for key in sorted((keys & set(engine)) - m.overrides):
+            problems.append(f"{method.__name__}.hparams() gives stage {stage!r} a key {key!r}, which is the "
+                            f"engine's {stage}.{key} (default {engine[key]!r}); name the method's own key "
+                            f"otherwise, or add {key!r} to {method.__name__}.overrides if it sets the engine's "
+                            "value on purpose")
+    return problems
+
+
 class ClassifierRetraining(Method):
     """Base of the decoupled methods (Kang et al. 2020; weight balancing): stage 1 is a ``ce`` run
     with weight balancing's tuned weight decay (shared by every decoupled method with the same
@@ -96,6 +129,7 @@ class ClassifierRetraining(Method):
 
     stage1 = "ce"
     stages = ("stage2",)
+    overrides = frozenset({"epochs", "lr", "schedule", "warmup_epochs", "augment", "frozen_bn"})
 
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
         from .recipes import TUNED_WEIGHT_DECAY
@@ -103,6 +137,9 @@ class ClassifierRetraining(Method):
         return {"weight_decay": TUNED_WEIGHT_DECAY[family]} if family in TUNED_WEIGHT_DECAY else {}
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        if recipe == "official":  # the WB code: augmented images through the backbone left in train mode
+            return {"epochs": 10, "lr": 0.01, "schedule": "cosine", "warmup_epochs": 0, "augment": True,
+                    "frozen_bn": "train"}
         return {"epochs": 10, "lr": 0.01, "schedule": "cosine", "warmup_epochs": 0, "augment": False}
 
     def frozen_features(self, stage: str) -> bool:

@@ -28,6 +28,7 @@ class Registry:
     kind: str  # "method", "benchmark", "backbone"
     group: str  # entry-point group
     builtin_module: str  # imported before first lookup so its decorators run
+    validate: Callable[[Any], list[str]] | None = None  # problems of an entry, refused when it registers
     _entries: dict[str, Entry] = field(default_factory=dict)
     _builtins_loaded: bool = False
 
@@ -36,6 +37,9 @@ class Registry:
             key = name or getattr(obj, "name", None) or obj.__name__
             if key in self._entries and self._entries[key].obj is not obj:
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
+            problems = self.validate(obj) if self.validate else []
+            if problems:
+                raise ValueError(f"{self.kind} {key!r} ({obj.__module__}): {'; '.join(problems)}.")
             self._entries[key] = Entry(key, obj, f"builtin ({obj.__module__})")
             return obj
 
@@ -59,6 +63,10 @@ class Registry:
                 f"failed to import: {exc}. Fix or uninstall that package."
             ) from exc
         dist = getattr(getattr(ep, "dist", None), "name", None) or "unknown package"
+        problems = self.validate(obj) if self.validate else []
+        if problems:
+            raise LtbenchError(f"the {self.kind} plugin {ep.name!r} (entry point {ep.value!r} of package {dist}) "
+                               f"cannot be used: {'; '.join(problems)}.")
         entry = Entry(ep.name, obj, f"plugin {dist} ({ep.value})")
         self._entries[ep.name] = entry
         return entry
@@ -94,6 +102,12 @@ class Registry:
         return self.get_entry(name).obj
 
 
-methods = Registry("method", "ltbench.methods", "ltbench.methods")
+def _method_problems(obj: Any) -> list[str]:
+    from .method import check_hparam_names
+
+    return check_hparam_names(obj)
+
+
+methods = Registry("method", "ltbench.methods", "ltbench.methods", validate=_method_problems)
 benchmarks = Registry("benchmark", "ltbench.datasets", "ltbench.datasets")
 backbones = Registry("backbone", "ltbench.backbones", "ltbench.backbones")

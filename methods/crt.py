@@ -14,6 +14,7 @@ from ltbench.registry import methods
 @methods.register()
 class CRT(ClassifierRetraining):
     name = "crt"
+    overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "classifier re-training with class-balanced sampling (Kang et al. 2020)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

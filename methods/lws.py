@@ -31,6 +31,7 @@ class ScaledLinear(nn.Module):
 @methods.register()
 class LWS(ClassifierRetraining):
     name = "lws"
+    overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "learnable per-class logit scale on the frozen classifier (Kang et al. 2020)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

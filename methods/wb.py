@@ -37,6 +37,7 @@ def maxnorm_radius(weight: torch.Tensor, t: float) -> float:
 @methods.register()
 class WB(ClassifierRetraining):
     name = "wb"
+    overrides = ClassifierRetraining.overrides | {"weight_decay", "select"}  # set on purpose
     description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

@@ -86,3 +86,50 @@ def test_broken_plugin_names_its_package(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(LtbenchError, match="plugin 'broken_net'.*ltbench-broken.*missing dependency xyz"):
         backbones.get("broken_net")
+
+
+CLASHING = '''
+from ltbench.method import Method
+
+
+class Focal(Method):
+    name = "focal_gamma"
+    stages = ("train",)
+
+    def hparams(self, stage, recipe, family):
+        return {"gamma": 2.0}  # the focal exponent; the engine's step schedule has a gamma too
+
+
+class FocalRenamed(Focal):
+    name = "focal_renamed"
+
+    def hparams(self, stage, recipe, family):
+        return {"focal_gamma": 2.0}
+'''
+
+
+def test_a_plugin_key_that_clashes_with_an_engine_key_is_refused_naming_both(tmp_path, monkeypatch):
+    (tmp_path / "clash_pkg.py").write_text(CLASHING)
+    info = tmp_path / "ltbench_clash-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ltbench-clash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ltbench.methods]\nfocal_gamma = clash_pkg:Focal\n"
+                                           "focal_renamed = clash_pkg:FocalRenamed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(LtbenchError) as exc:
+        methods.get("focal_gamma")
+    assert str(exc.value) == (
+        "the method plugin 'focal_gamma' (entry point 'clash_pkg:Focal' of package ltbench-clash) cannot be used: "
+        "Focal.hparams() gives stage 'train' a key 'gamma', which is the engine's train.gamma (default 0.1); name "
+        "the method's own key otherwise, or add 'gamma' to Focal.overrides if it sets the engine's value on "
+        "purpose.")
+    print(exc.value)
+    assert methods.get("focal_renamed").__name__ == "FocalRenamed"
+
+
+def test_builtin_methods_declare_the_engine_keys_they_set():
+    from ltbench.method import check_hparam_names
+
+    for name in methods.names():
+        assert check_hparam_names(methods.get(name)) == [], name
+    assert {"weight_decay", "select"} <= methods.get("wb").overrides
