@@ -16,6 +16,7 @@ import numpy as np
 from ltbench.benchmark import Benchmark, check_imbalance, download_into, lt_counts
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
+from ltbench.specs import setting
 
 if TYPE_CHECKING:
     from ltbench.data import Splits
@@ -92,7 +93,9 @@ class _CifarLT(Benchmark):
     in_channels = 3
     default_backbone = "resnet32"
     recipe_family = "cifar"
-    choices = {"subset": ("cao", "first")}
+    # report: the number a table shows, the test accuracy or its average over each image and its mirror
+    # image (the WB authors' code)
+    choices = {"subset": ("cao", "first"), "normalization": ("own", "cifar10"), "report": ("test", "test_flip_avg")}
     folder: ClassVar[str]
     train_files: ClassVar[list[str]]
     test_files: ClassVar[list[str]]
@@ -108,6 +111,13 @@ class _CifarLT(Benchmark):
         check_imbalance(self.name, params["imbalance"], self.n_max, self.num_classes)
         if params["val_per_class"] < 0:
             raise LtbenchError(f"{self.name}: data.val_per_class={params['val_per_class']} must not be negative.")
+
+    def normalization(self, params: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+        """Mean and std of the inputs: the benchmark's own (``normalization=own``) or CIFAR-10's, which
+        the WB authors' code (after Cao et al.'s) uses for CIFAR-100 too (``normalization=cifar10``)."""
+        if setting(params, "normalization") == "cifar10":
+            return {"mean": Cifar10LT.mean, "std": Cifar10LT.std}
+        return {"mean": self.mean, "std": self.std}
 
     def label(self, params: dict[str, Any]) -> str:
         text = f"{self.title} IR{params['imbalance']:g}"
@@ -182,7 +192,7 @@ class _CifarLT(Benchmark):
             train=ImageSet(torch.from_numpy(x_train[tr]), torch.from_numpy(y_train[tr]), "train"),
             val=ImageSet(torch.from_numpy(x_train[va]), torch.from_numpy(y_train[va]), "val"),
             test=ImageSet(torch.from_numpy(x_test), torch.from_numpy(y_test), "test"),
-            num_classes=self.num_classes, mean=self.mean, std=self.std, augment=Augment(4, True),
+            num_classes=self.num_classes, **self.normalization(params), augment=Augment(4, True),
             shot_rule=ShotRule(100, 20),
             info={"train_size": int(len(tr)), "val_counts": val_counts,
                   "val_source": "CIFAR training images unused by the LT subset",
@@ -195,7 +205,7 @@ class Cifar10LT(_CifarLT):
     name = "cifar10_lt"
     title = "CIFAR-10-LT"
     num_classes = 10
-    params = {"imbalance": 100.0, "subset": "cao", "val_per_class": 100}
+    params = {"imbalance": 100.0, "subset": "cao", "val_per_class": 100, "normalization": "own", "report": "test"}
     folder = "cifar-10-batches-py"
     train_files = [f"data_batch_{i}" for i in range(1, 6)]
     test_files = ["test_batch"]
@@ -212,7 +222,7 @@ class Cifar100LT(_CifarLT):
     name = "cifar100_lt"
     title = "CIFAR-100-LT"
     num_classes = 100
-    params = {"imbalance": 100.0, "subset": "cao", "val_per_class": 20}
+    params = {"imbalance": 100.0, "subset": "cao", "val_per_class": 20, "normalization": "own", "report": "test"}
     folder = "cifar-100-python"
     train_files = ["train"]
     test_files = ["test"]

@@ -161,6 +161,9 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trai
                                        "pays off on GPUs, costs a compile at the start of every stage)")]
 KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features", help="stage-2 runs keep the "
                                             "stage-1 backbone's features in its run folder and share them")]
+TestEveryEpoch = Annotated[bool, typer.Option("--test-every-epoch", help="evaluate the test set after every "
+                                               "epoch too (metrics.jsonl); by default only selection on test "
+                                               "and the final report read it")]
 JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: jobs sharing each GPU at once "
                                                 "(small models, e.g. a ResNet-32 sweep; default 1)")]
 
@@ -185,7 +188,7 @@ def run(
     split_root: Path | None = typer.Option(None, "--split-root", help="split-file benchmarks: folder of the split lists (default: --data-root)"),
     init_weights: Path | None = typer.Option(None, "--init-weights", help="initial backbone weights (a torch state dict file)"),
     sync_bn: SyncBn = False, compile_: Compile = False, keep_features: KeepFeatures = True,
-    launcher: Launcher = "inline",
+    test_every_epoch: TestEveryEpoch = False, launcher: Launcher = "inline",
     max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
@@ -215,7 +218,8 @@ def run(
     from .tables import build_table, render
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
-                      init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features)
+                      init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features,
+                      test_every_epoch=test_every_epoch)
     from .cli_sweep import launch_and_wait
 
     inline = launch_opts.launcher == "inline"
@@ -310,22 +314,27 @@ def table(
 ) -> None:
     """Comparison table of the finished runs: test top-1, mean ± std (seeds) per method and benchmark."""
     from .store import Store
-    from .tables import FORMATS, build_table, done_results, render
+    from .tables import FORMATS, build_table, read_records, render
 
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     if select not in ("val", "last"):
         raise LtbenchError(f"--select {select!r}: expected val or last.")
     datasets, method_names = known_names(dataset, method)
-    t = build_table(done_results(Store(results)), datasets=datasets, methods=method_names, select=select,
-                    reference=reference)
+    records = read_records(Store(results), datasets)
+    t = build_table(records.results, datasets=datasets, methods=method_names, select=select, reference=reference)
     if not t["rows"]:
         asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", dataset), ("--method", method)) if v)
-        raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}; "
-                           "run some with `ltbench run` first (`ltbench status` lists the runs).")
+        raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}"
+                           + "".join(f" ({n})" for n in records.notes()) + "; run some with `ltbench run` first "
+                           "(`ltbench status` lists the runs).")
+    t["notes"] += records.notes(t)
     if fmt in ("github", "latex"):
         print(t["title"] if fmt == "github" else f"% {t['title']}")
     print(render(t, fmt))
+    if fmt == "csv":  # a format without footnotes: they go to stderr
+        for note in records.notes(t):
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -341,7 +350,7 @@ def plot(
     """Figures from records: classifier weight norms, per-class accuracy, accuracy against weight decay."""
     from .plots import KINDS, PLOTTERS
     from .store import Store
-    from .tables import done_results
+    from .tables import read_records
 
     if kind not in KINDS:
         raise LtbenchError(f"`ltbench plot {kind}`: expected one of {', '.join(KINDS)}.")
@@ -351,11 +360,16 @@ def plot(
         unfinished = [d.run_id for d in dirs if not d.is_done()]
         if unfinished:
             raise LtbenchError(f"run(s) {', '.join(unfinished)} are not finished; `ltbench status` shows them.")
+        damaged = [str(p) for p in (d.record_damage() for d in dirs) if p is not None]
+        if damaged:
+            raise LtbenchError(" ".join(damaged))
         chosen = [d.result() for d in dirs]
     elif kind == "wd":
         datasets, method_names = known_names(dataset, method)
-        chosen = [r for r in done_results(store) if (not datasets or r["benchmark"] in datasets)
-                  and (not method_names or r["method"] in method_names)]
+        records = read_records(store, datasets)
+        chosen = [r for r in records.results if not method_names or r["method"] in method_names]
+        for d in [d for d in records.damaged if not method_names or d.path.parent.parent.name in method_names]:
+            err.print(f"warning: left out as damaged: {escape(str(d))}", highlight=False, soft_wrap=True)
     else:
         raise LtbenchError(f"`ltbench plot {kind}` needs run ids (see `ltbench status`).")
     if not chosen:

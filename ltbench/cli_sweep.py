@@ -31,6 +31,7 @@ from .cli import (
     Setup,
     SyncBn,
     TasksPerNode,
+    TestEveryEpoch,
     TimeLimit,
     _builtin_methods,
     _check_writable,
@@ -42,7 +43,7 @@ from .cli import (
     err,
     user_errors,
 )
-from .errors import LtbenchError
+from .errors import DamagedRecord, LtbenchError
 
 if TYPE_CHECKING:
     from .engine import RunOptions
@@ -84,7 +85,7 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="launch failed runs again (they resume from their checkpoint)"),
     sync_bn: SyncBn = False, compile_: Compile = False, keep_features: KeepFeatures = True,
-    launcher: Launcher = "local",
+    test_every_epoch: TestEveryEpoch = False, launcher: Launcher = "local",
     max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
@@ -115,7 +116,8 @@ def sweep(
     from .engine import RunOptions
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
-                      init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features)
+                      init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features,
+                      test_every_epoch=test_every_epoch)
     launched, sweep_id = _launch_recorded(plan, points, store, opts, launch_opts)
     jobs = [str(x.entry["job_id"]) for x in launched if x.entry["job_id"] is not None]
     what = f"in {len(jobs)} {launch_opts.launcher} jobs ({_short(jobs)})" if jobs else launch_opts.launcher
@@ -192,7 +194,8 @@ def launch_and_wait(specs: list[RunSpec], store: Store, opts: RunOptions, lo: La
 
 
 def show_status(results: Path, which: str) -> None:
-    """The `ltbench status` table: every run of the store and the manifest (or of one sweep)."""
+    """The `ltbench status` table: every run of the store and the manifest (or of one sweep). A damaged
+    record is a row of its own (state damaged) and a line below the table that names the file and the fix."""
     from tabulate import tabulate
 
     from .launch import Manifest, job_states
@@ -214,9 +217,9 @@ def show_status(results: Path, which: str) -> None:
         return
     jobs = manifest.latest_jobs(data)
     states = job_states([jobs[r] for r in ids if r in jobs])
-    specs = {rid: rd.spec() for rid, rd in dirs.items()}
+    specs = _readable_specs(dirs)
     settings, roles = _settings_and_roles(specs, ids)
-    rows, counts, failures = [], Counter(), []
+    rows, counts, failures, damaged = [], Counter(), [], []
     for rid in ids:
         info = data["runs"].get(rid, {})
         rd = dirs.get(rid) or RunDir(Path(results) / "runs" / info["benchmark"] / info["method"] / rid)
@@ -225,13 +228,19 @@ def show_status(results: Path, which: str) -> None:
         jstate = states.get(str(job["job_id"])) if job and job.get("job_id") is not None else None
         state, note = run_state(rd, job, jstate)
         counts[state] += 1
-        epochs = sum(hp.get("epochs", 0) for hp in spec["stages"].values()) if spec else info.get("epochs", 0)
+        epochs = sum(hp.get("epochs", 0) for hp in spec["stages"].values()) if spec else info.get("epochs")
         top1 = f"{rd.result()['test']['top1']:.2f}" if state == "done" else ""
         where = f"{job['launcher']} {job['job_id']}" + (f" {jstate}" if jstate else "") \
             if job and job.get("job_id") is not None else ""
-        meta = spec or info
+        meta = {"benchmark": rd.path.parent.parent.name, "method": rd.path.parent.name, "seed": "?", **info,
+                **(spec or {})}
+        if state == "done" and not note:
+            note = _stage1_gone(spec, dirs, results)
+        if state == "damaged":
+            damaged.append((rid, meta, note))
+            note = f"{note.partition(': ')[0]} (see below)"
         rows.append([rid, meta["benchmark"], meta["method"], roles.get(rid, ""), settings.get(rid, ""), meta["seed"],
-                     state, f"{len(rd.metrics())}/{epochs}" if epochs else "post-hoc", top1, where, note[:70]])
+                     state, _epochs_column(rd, epochs), top1, where, note[:70]])
         if state == "failed":
             failures.append((rid, meta, _error_tail(rd, job) or [note]))
     headers = ["run", "benchmark", "method", "role", "settings", "seed", "state", "epochs", "test top-1", "job", "note"]
@@ -240,6 +249,40 @@ def show_status(results: Path, which: str) -> None:
     for rid, meta, tail in failures:
         print(f"\nfailed: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}):")
         print("\n".join(f"    {line}" for line in tail) or "    (no error recorded)")
+    for rid, meta, note in damaged:
+        print(f"\ndamaged: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}): {note}")
+
+
+def _readable_specs(dirs: dict[str, RunDir]) -> dict[str, dict[str, Any]]:
+    """Run id -> its spec.json, for the runs whose spec.json reads (run_state reports the others)."""
+    specs = {}
+    for rid, rd in dirs.items():
+        try:
+            specs[rid] = rd.spec()
+        except DamagedRecord:
+            pass
+    return specs
+
+
+def _epochs_column(rd: RunDir, epochs: int | None) -> str:
+    if epochs is None:  # neither spec.json nor the manifest says
+        return "?"
+    if not epochs:
+        return "post-hoc"
+    try:
+        return f"{len(rd.metrics())}/{epochs}"
+    except DamagedRecord:  # a damaged line: the note says which
+        return f"?/{epochs}"
+
+
+def _stage1_gone(spec: dict[str, Any] | None, dirs: dict[str, RunDir], results: Path) -> str:
+    """A note for a finished stage-2 run whose stage-1 run directory is gone ("" otherwise)."""
+    from .specs import RunSpec
+
+    if not spec or not spec.get("parent"):
+        return ""
+    parent = RunSpec.from_json(spec["parent"]).run_id
+    return "" if parent in dirs else f"its stage-1 run {parent} is no longer in {results}"
 
 
 def _settings_and_roles(specs: dict[str, dict[str, Any]], ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -269,10 +312,12 @@ def _find_sweep(sweeps: list[dict[str, Any]], which: str, results: Path) -> dict
 
 def _error_tail(rd: RunDir, job: dict[str, Any] | None, lines: int = 5) -> list[str]:
     """The last lines of a failed run's error: its FAILED traceback, else its job's error log."""
-    import json
-
     from .launch import log_tail
 
+    log = log_tail(job, lines) if job and job.get("job_id") is not None else []
     if rd.failed_file.exists():
-        return json.loads(rd.failed_file.read_text()).get("error", "").strip().splitlines()[-lines:]
-    return log_tail(job, lines) if job and job.get("job_id") is not None else []
+        try:
+            return rd.failure().strip().splitlines()[-lines:]
+        except DamagedRecord as exc:  # its job's log may still tell
+            return [f"{exc.path.name} {exc.problem}: {exc.fix}", *log]
+    return log

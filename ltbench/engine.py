@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 import os
 import platform
@@ -23,7 +24,7 @@ from rich.markup import escape
 
 from . import __version__, distributed
 from .backbones import LTModel, build_backbone, check_initial_weights, load_initial_weights
-from .data import Splits, per_epoch_generator
+from .data import Splits, per_epoch_generator, to_device
 from .distributed import SINGLE, Dist
 from .errors import LtbenchError
 from .evaluation import (
@@ -37,11 +38,12 @@ from .evaluation import (
     save_features,
     to_memory_format,
 )
+from .files import damage, file_sha256, recorded_sha256
 from .method import Method, StageContext
 from .progress import EpochProgress, console
 from .registry import benchmarks, methods
-from .specs import RunSpec
-from .store import RunDir, Store, atomic_write_json
+from .specs import RunSpec, setting
+from .store import RunDir, Store, atomic_write_json, load_checked
 
 
 @dataclass
@@ -59,6 +61,7 @@ class RunOptions:
     sync_bn: bool = False  # several CUDA ranks: SyncBatchNorm instead of per-rank BatchNorm (recorded)
     keep_features: bool = True  # stage-2 runs share features extracted from their stage-1 run (on disk)
     compile: bool = False  # torch.compile the trained module (recorded in env; pays off on GPUs, long runs)
+    test_every_epoch: bool = False  # evaluate the test set after every epoch (metrics.jsonl), not only at the end
 
 
 class NonFiniteLoss(Exception):
@@ -77,8 +80,12 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_factor(hp: dict[str, Any], t: float) -> float:
     """Learning-rate multiplier at fractional epoch ``t`` (0 <= t < epochs): linear warm-up over
-    ``warmup_epochs``, then cosine decay to 0 or step decay by ``gamma`` at each milestone."""
+    ``warmup_epochs``, then cosine decay to 0 or step decay by ``gamma`` at each milestone. With
+    ``lr_update=epoch`` the lr changes once per epoch, at its start, to the value at the epoch's end
+    (the WB authors' code: epoch e of a cosine schedule at 0.5 (1 + cos(pi (e + 1) / E)), the last at 0)."""
     epochs, warm = hp["epochs"], hp["warmup_epochs"]
+    if setting(hp, "lr_update") == "epoch":
+        t = math.floor(t) + 1.0
     if warm > 0 and t < warm:
         return (t + 1e-9) / warm if hp["schedule"] != "step" else (math.floor(t) + 1) / warm
     if hp["schedule"] == "cosine":
@@ -88,6 +95,14 @@ def lr_factor(hp: dict[str, Any], t: float) -> float:
         done = math.floor(t)
         return hp["gamma"] ** sum(done >= m * epochs for m in hp["milestones"])
     return 1.0
+
+
+def effective_lr(hp: dict[str, Any]) -> float:
+    """The stage's peak lr: ``lr``, scaled by batch_size / base_batch under ``lr_scaling=linear``
+    (batch_size is the global batch, whatever the number of GPUs)."""
+    if setting(hp, "lr_scaling") == "linear":
+        return hp["lr"] * hp["batch_size"] / setting(hp, "base_batch")
+    return hp["lr"]
 
 
 def _git_sha() -> str | None:
@@ -118,14 +133,14 @@ def _stage_steps(splits: Splits, hp: dict[str, Any]) -> int:
 
 
 def _evaluate_for_selection(model: torch.nn.Module, splits: Splits, device: torch.device, hp: dict[str, Any],
-                            bs: int) -> tuple[float | None, float | None]:
-    """(val class-mean accuracy, test top-1) after an epoch; test only when selection needs it or
-    the split is small enough to be cheap."""
+                            bs: int, test_every_epoch: bool) -> tuple[float | None, float | None]:
+    """(val class-mean accuracy, test top-1) after an epoch; the test set only when selection reads it
+    (select=test) or when asked (--test-every-epoch): the reported numbers come from the final report."""
     counts = splits.class_counts
     logits, y = predict(model, splits, "val", device, batch_size=bs)
     val = accuracy_report(logits, y, counts, splits.shot_rule)["class_mean"] if len(y) else None
     test = None
-    if hp["select"] == "test" or len(splits.test) <= 20_000:
+    if hp["select"] == "test" or test_every_epoch:
         logits, y = predict(model, splits, "test", device, batch_size=bs)
         test = accuracy_report(logits, y, counts, splits.shot_rule)["top1"]
     return val, test
@@ -140,17 +155,20 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
     writes; see ltbench.distributed."""
     hp, splits, device = ctx.hp, ctx.splits, ctx.device
     groups = method.param_groups(model, ctx)
+    peak = effective_lr(hp)
     for g in groups:
         g.setdefault("lr", hp["lr"])
-        g["base_lr"] = g["lr"]
-    opt = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"])
+        g["base_lr"] = g["lr"] * peak / hp["lr"]
+    opt = torch.optim.SGD(groups, lr=peak, momentum=hp["momentum"], nesterov=hp["nesterov"])
+    amp = setting(hp, "precision") == "bf16"
 
     start, best = 0, {"epoch": None, "score": None, "state": None}
     ck = rd.load_checkpoint()
     if ck is not None and ck.get("stage") == ctx.stage:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        ctx.state.update(ck.get("method_state", {}))
+        # the checkpoint loads on the CPU: its method-state tensors go where prepare() put them
+        ctx.state.update(to_device(ck.get("method_state", {}), device))
         start, best = ck["epoch"], ck["best"]
         console.print(f"[dim]{escape(title)}: resuming after epoch {start} from {escape(str(rd.checkpoint_file))}[/dim]")
     if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
@@ -166,25 +184,25 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
             ctx.epoch = epoch
             t0 = time.time()
             net.train()
-            if frozen is not None:
-                frozen.eval()
+            if frozen is not None and setting(hp, "frozen_bn") == "eval":
+                frozen.eval()  # else (the WB code) its BatchNorm normalises with batch statistics and updates its own
             bar.start_epoch(epoch)
             gen = per_epoch_generator(seed, epoch)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             seen = 0
-            lr = hp["lr"]
+            lr = peak
             for i, (x, y) in enumerate(splits.train_batches(hp["batch_size"], hp["sampler"], gen, device,
                                                             hp["augment"])):
                 f = lr_factor(hp, epoch + i / steps)
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * f
-                lr = hp["lr"] * f
+                lr = peak * f
                 part = distributed.shard(x, y, dist)  # this rank's slice of the global batch (all of it alone)
                 if part is None:
                     break
                 x, y, share = part
-                with autocast(device):
+                with autocast(device) if amp else contextlib.nullcontext():
                     logits = net(to_memory_format(x, device)).float()
                 loss = method.loss(logits, y, ctx)
                 opt.zero_grad(set_to_none=True)
@@ -204,7 +222,7 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
                                     f"{ctx.stage} (lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
             method.after_epoch(model, ctx)
             t_train = time.time() - t0
-            val, test = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size)
+            val, test = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size, opts.test_every_epoch)
             score = {"val": val, "test": test, "last": float(epoch)}[hp["select"]]
             if score is not None and (best["score"] is None or score > best["score"]) and hp["select"] != "last":
                 best = {"epoch": epoch + 1, "score": score,
@@ -254,10 +272,13 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     """Run a spec to completion (or skip it when done), returning its result record. Under torchrun or
     a submitit job of several tasks every rank calls it (same spec); rank 0 owns the run directory."""
     rd = store.run_dir(spec)
+    if spec.parent is not None:  # stage 1 first: its own record, shared by every method built on it (and
+        execute(spec.parent_spec(), store, opts)  # trained again if deleted under a finished stage-2 record)
+    damaged = None
     if rd.is_done() and not force:
-        return rd.result()
-    if spec.parent is not None:  # stage 1 first: its own record, shared by every method built on it
-        execute(spec.parent_spec(), store, opts)
+        damaged = finished_damage(rd)
+        if damaged is None:
+            return rd.result()
     bench = benchmarks.get(spec.benchmark)()
     method: Method = methods.get(spec.method)()
     dist = distributed.setup(opts.device)
@@ -269,7 +290,7 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
         check_initial_weights(opts.init_weights, spec.init)
     title = f"{spec.method}/{spec.benchmark}/{spec.run_id[:8]}"
     with contextlib.ExitStack() as lock:
-        distributed.on_rank0(dist, lambda: _claim(spec, store, rd, force, lock))
+        distributed.on_rank0(dist, lambda: _claim(spec, store, rd, force, lock, damaged, method))
         try:
             result = _run(spec, rd, bench, method, splits, device, opts, title, store, dist)
         except NonFiniteLoss as exc:  # the run is kept as failed, with this message (`ltbench status`)
@@ -284,16 +305,41 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
             raise
         except KeyboardInterrupt:
             raise  # the checkpoint stays; the next launch resumes
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:  # a full disk, a read-only mount
+                raise LtbenchError(f"{title}: cannot write {exc.filename or rd.path} ({exc.strerror}); free space "
+                                   "(or make it writable) and run the same command again: the run resumes from its "
+                                   "last checkpoint.") from None
             if dist.is_main:
-                atomic_write_json(rd.failed_file, {"error": traceback.format_exc(), "time": time.time()})
+                with contextlib.suppress(OSError):  # the error itself goes on, recorded or not
+                    atomic_write_json(rd.failed_file, {"error": traceback.format_exc(), "time": time.time()})
             raise
     distributed.barrier(dist)  # the record is written before any rank goes on (e.g. to a stage 2 on it)
     return result
 
 
-def _claim(spec: RunSpec, store: Store, rd: RunDir, force: bool, lock: contextlib.ExitStack) -> None:
-    """Create the run directory (replacing it with --force) and hold its lock until ``lock`` closes."""
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}  # fixed by the user, then resumed
+
+
+def finished_damage(rd: RunDir) -> str | None:
+    """Why a finished run's record cannot be used as it is (None: it can): spec.json or result.json
+    missing, unreadable or without what readers use (RunDir.record_damage); model.pt missing or not
+    matching its recorded checksum."""
+    problem = rd.spec_file_damage() or rd.record_damage()
+    if problem is not None:
+        return f"{problem.path.name} {problem.problem}"
+    if "model_sha256" not in rd.result() and not rd.model_file.exists():
+        return None  # a record of an older ltbench, which kept no model.pt
+    problem = damage(rd.model_file)
+    return f"model.pt is {problem}" if problem else None
+
+
+def _claim(spec: RunSpec, store: Store, rd: RunDir, force: bool, lock: contextlib.ExitStack,
+           damaged: str | None = None, method: Method | None = None) -> None:
+    """Create the run directory (replacing it with --force) and hold its lock until ``lock`` closes.
+    ``damaged``: why this finished run's record cannot be used; it is redone from its checkpoint (the
+    same numbers: selection and final report are functions of it) or, for a method that trains
+    nothing, run again; otherwise the error names the directory to delete."""
     if force and rd.path.exists():
         if rd.lock_is_live():
             raise LtbenchError(f"run {rd.run_id} is running right now; --force cannot replace it.")
@@ -301,6 +347,15 @@ def _claim(spec: RunSpec, store: Store, rd: RunDir, force: bool, lock: contextli
     store.create(spec)
     lock.enter_context(rd.locked())
     rd.failed_file.unlink(missing_ok=True)
+    if damaged is not None and rd.is_done():
+        trains = method is not None and any(method.trains(st) for st in method.stages)
+        if trains and not rd.checkpoint_file.exists():
+            raise LtbenchError(f"run {rd.run_id}: {damaged}, and it has no checkpoint.pt to redo its final report "
+                               f"from; delete {rd.path} and run the same command again (it is trained anew).")
+        console.print(f"{escape(rd.run_id)}: {escape(damaged)}; redoing its final report"
+                      + (" from its last checkpoint" if trains else ""), highlight=False, soft_wrap=True)
+        rd.done_file.unlink()
+        rd.result_file.unlink(missing_ok=True)
 
 
 class ClassifierHead(torch.nn.Module):
@@ -323,11 +378,14 @@ def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch
     t0 = time.time()
     file = None
     key = feature_key(model.features, spec.data, device, opts.eval_batch_size)
+    how = "extracted"
     if opts.keep_features and spec.parent is not None:
         file = store.run_dir(spec.parent_spec()).path / "features" / f"{key}.pt"
-        feats = load_features(file, splits, device) if file.exists() else None
-        if feats is not None:
-            return feats, key, {"features": f"reused {key}", "features_s": time.time() - t0}
+        if file.exists():
+            feats, why = load_features(file, splits, device)
+            if feats is not None:
+                return feats, key, {"features": f"reused {key}", "features_s": time.time() - t0}
+            how = f"extracted again (the kept file {file.name} was {why})"
     feats = extract_features(model.features, splits, device, opts.eval_batch_size)
     if file is not None and dist.is_main:
         try:
@@ -335,20 +393,22 @@ def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch
         except OSError as exc:  # only a lost speed-up: the run goes on with the features in memory
             console.print(f"[yellow]warning: could not keep the features in {escape(str(file))} "
                           f"({escape(str(exc.strerror))})[/yellow]")
-    return feats, key, {"features": "extracted", "features_s": time.time() - t0}
+    return feats, key, {"features": how, "features_s": time.time() - t0}
 
 
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
          opts: RunOptions, title: str, store: Store, dist: Dist = SINGLE) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":  # the fastest convolutions for training; evaluation and features pick
+        torch.backends.cudnn.benchmark = True  # deterministic ones (ltbench.evaluation.exact_arithmetic)
     model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels)
     records: dict[str, Any] = {}
     if spec.parent is not None:
         parent = store.run_dir(spec.parent_spec())
-        model.load_state_dict(torch.load(parent.model_file, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_checked(parent.model_file, f"delete {parent.path} (its stage-1 run) and run "
+                                           "the same command again: it is trained anew"))
         records["parent"] = parent.run_id
+        records["parent_model_sha256"] = recorded_sha256(parent.model_file) or file_sha256(parent.model_file)
     elif spec.init is not None:
         records["init_weights"] = load_initial_weights(model, opts.init_weights)
     model = distributed.prepare_model(model, dist, opts.sync_bn, device)
@@ -362,7 +422,10 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
                            num_classes=splits.num_classes, class_counts=splits.class_counts)
         method.prepare(model, ctx)
         model.to(device)
-        if frozen and (not trains or (not hp["augment"] and hp["cache_features"])):
+        if trains:  # what the optimizer used: the batch of all ranks together, the lr after scaling
+            records.update({f"{stage}_global_batch": hp["batch_size"], f"{stage}_effective_lr": effective_lr(hp)})
+        if frozen and (not trains or (not hp["augment"] and hp["cache_features"]
+                                      and setting(hp, "frozen_bn") == "eval")):
             if feats is None:
                 feats, key, how = _stage_features(model, spec, splits, device, opts, store, dist)
                 records.update({f"{stage}_{k}": v for k, v in how.items()})
@@ -375,7 +438,9 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
             ctx.splits = splits
         elif trains:
             if frozen:
-                records[f"{stage}_path"] = "frozen_backbone_per_epoch"
+                bn = setting(hp, "frozen_bn")
+                records[f"{stage}_path"] = f"frozen_backbone_per_epoch (augment {str(hp['augment']).lower()}, " \
+                                           f"BatchNorm in {bn} mode{', running statistics updated' if bn == 'train' else ''})"
             selected = train_stage(model, method, ctx, rd, spec.seed, opts, title,
                                    frozen=model.features if frozen else None, dist=dist)
         method.finalize(model, ctx)
@@ -400,7 +465,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, 
                 "compile": opts.compile, **opts.extra_env},
     }
     if dist.is_main:
-        rd.save_model(model.state_dict())
+        result["model_sha256"] = rd.save_model(model.state_dict())
         atomic_write_json(rd.result_file, result)
         rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
     return result

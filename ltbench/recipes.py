@@ -27,12 +27,33 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "select": "val",  # which checkpoint is reported: best on val | best on test (labelled) | last
     "augment": True,
     "cache_features": True,  # classifier-only stages without augmentation train on features extracted once
+    "lr_update": "step",  # the schedule's lr changes every step | once per epoch, at its start (the WB code)
+    "precision": "bf16",  # autocast on CUDA: bf16 | fp32 (no autocast; the WB code); the CPU is always fp32
+    "lr_scaling": "none",  # none | linear: lr x batch_size / base_batch (Goyal et al.), recorded as effective_lr
+    "base_batch": 256,  # the batch size that lr is stated for (lr_scaling=linear only)
+}
+
+# Engine keys of a classifier-only stage on a frozen backbone (Method.frozen_features).
+FROZEN_STAGE_DEFAULTS: dict[str, Any] = {
+    "frozen_bn": "eval",  # BatchNorm of the frozen backbone: eval | train (batch statistics, running ones updated)
 }
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "schedule": ("cosine", "step", "constant"),
     "sampler": ("instance", "class_balanced"),
     "select": ("val", "test", "last"),
+    "lr_update": ("step", "epoch"),
+    "precision": ("bf16", "fp32"),
+    "lr_scaling": ("none", "linear"),
+    "frozen_bn": ("eval", "train"),
+}
+
+# Keys added after protocol 1, with the value that runs before them had implicitly. A spec hashes such
+# a key only when it differs from that value (RunSpec.canonical), so every earlier run id stays valid
+# and a new setting mints a new run id only when it is used.
+ADDED_DEFAULTS: dict[str, Any] = {
+    "lr_update": "step", "precision": "bf16", "lr_scaling": "none", "base_batch": 256, "frozen_bn": "eval",
+    "normalization": "own", "report": "test", "keep_bias": False,
 }
 
 # The tuned stage-1 weight decay of weight balancing per benchmark family (REFERENCE.md section 1:
@@ -82,11 +103,15 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                             "warmup_epochs": 5, "milestones": [0.8, 0.9], "gamma": 0.01}},
     },
     "official": {
-        # The WB authors' public code: ResNet-34 with a CIFAR stem, 320 epochs, first-n_i subset,
-        # checkpoint chosen on the test set.
+        # The WB authors' public code, each difference from the paper a setting (REFERENCE.md section 1):
+        # ResNet-34 with a CIFAR stem, 320 epochs, first-n_i subset, checkpoint chosen on the test set,
+        # cosine stepped once per epoch at its start, fp32, CIFAR-10's mean/std also for CIFAR-100, and the
+        # flip-averaged test accuracy reported. Their stage 2 (augmented input through the backbone left in
+        # train mode) and tau-norm (fixed tau, bias kept) are the methods' settings under this recipe.
         "cifar": {"stage": {"epochs": 320, "batch_size": 64, "lr": 0.01, "schedule": "cosine", "weight_decay": 5e-4,
-                            "select": "test"},
-                  "data": {"subset": "first"}, "backbone": "resnet34_cifar"},
+                            "select": "test", "lr_update": "epoch", "precision": "fp32"},
+                  "data": {"subset": "first", "normalization": "cifar10", "report": "test_flip_avg"},
+                  "backbone": "resnet34_cifar"},
     },
 }
 

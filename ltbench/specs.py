@@ -16,7 +16,7 @@ from . import PROTOCOL_VERSION
 from .benchmark import Benchmark
 from .errors import LtbenchError
 from .method import Method
-from .recipes import CHOICES, ENGINE_DEFAULTS, recipe_for
+from .recipes import ADDED_DEFAULTS, CHOICES, ENGINE_DEFAULTS, FROZEN_STAGE_DEFAULTS, recipe_for
 from .registry import backbones, benchmarks, methods
 
 
@@ -36,10 +36,12 @@ class RunSpec:
     parent_origins: dict[str, str] = field(default_factory=dict, compare=False)  # the stage-1 run's origins
 
     def canonical(self) -> dict[str, Any]:
+        """What the run id hashes: the spec without the keys added after protocol 1 that are at the
+        value earlier runs had (recipes.ADDED_DEFAULTS)."""
         out = {
-            "protocol": self.protocol, "benchmark": self.benchmark, "data": self.data, "method": self.method,
-            "backbone": self.backbone, "recipe": self.recipe, "seed": self.seed, "stages": self.stages,
-            "parent": self.parent,
+            "protocol": self.protocol, "benchmark": self.benchmark, "data": _hashed(self.data),
+            "method": self.method, "backbone": self.backbone, "recipe": self.recipe, "seed": self.seed,
+            "stages": {st: _hashed(hp) for st, hp in self.stages.items()}, "parent": self.parent,
         }
         if self.init is not None:
             out["init"] = self.init
@@ -65,8 +67,10 @@ class RunSpec:
         return benchmarks.get(self.benchmark)().label(self.data)
 
     def to_json(self) -> dict[str, Any]:
-        """spec.json: the canonical spec, its run id, and where each value came from."""
-        out = {**self.canonical(), "run_id": self.run_id, "origins": self.origins}
+        """spec.json: every resolved value (also those that the run id leaves out at their default), the
+        run id, and where each value came from."""
+        out = {**self.canonical(), "data": self.data, "stages": self.stages, "run_id": self.run_id,
+               "origins": self.origins}
         if self.parent_origins:
             out["parent_origins"] = self.parent_origins
         return out
@@ -79,6 +83,16 @@ class RunSpec:
             protocol=d.get("protocol", PROTOCOL_VERSION), origins=d.get("origins", {}),
             parent_origins=d.get("parent_origins", {}),
         )
+
+
+def _hashed(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in ADDED_DEFAULTS or v != ADDED_DEFAULTS[k]}
+
+
+def setting(values: dict[str, Any], key: str) -> Any:
+    """A stage's or the data's value of ``key``, also from a canonical spec, which leaves out the keys
+    of ADDED_DEFAULTS at their default."""
+    return values[key] if key in values else ADDED_DEFAULTS[key]
 
 
 def flat_settings(spec: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +210,7 @@ def check_stage(where: str, hp: dict[str, Any]) -> list[str]:
     if any(not 0 < m < 1 for m in hp["milestones"]) or hp["milestones"] != sorted(hp["milestones"]):
         problems.append(f"{where}.milestones={hp['milestones']}: must be increasing fractions of the epochs in (0, 1)")
     for key, allowed in CHOICES.items():
-        if hp[key] not in allowed:
+        if key in hp and hp[key] not in allowed:
             problems.append(f"{where}.{key}={hp[key]!r}: must be one of {', '.join(allowed)}")
     return problems
 
@@ -211,9 +225,10 @@ class Override(NamedTuple):
     item: str
 
 
-# Keys that only the step schedule reads: set under another schedule they would change nothing but
-# the run id.
-STEP_ONLY = ("milestones", "gamma")
+# Keys that only one setting of another key reads (key -> (that key, its value)): set under another
+# value they would change nothing but the run id.
+READ_ONLY_UNDER = {"milestones": ("schedule", "step"), "gamma": ("schedule", "step"),
+                   "base_batch": ("lr_scaling", "linear")}
 
 MAX_SEED = 2**63 - 1
 
@@ -250,11 +265,11 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         raise LtbenchError(f"--seed {seed}: a seed must lie in 0..{MAX_SEED} (2^63-1).")
     init = None
     if init_weights is not None:
-        from .backbones import file_sha256
+        from .backbones import weights_id
 
         if not Path(init_weights).is_file():
             raise LtbenchError(f"--init-weights {init_weights}: no such file.")
-        init = file_sha256(Path(init_weights))
+        init = weights_id(Path(init_weights))
     m: Method = methods.get(method)()
     overrides = parse_sets(sets or [])
     if stage1_run is not None and not m.stage1:
@@ -340,7 +355,7 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     first_training_stage = next((st for st in m.stages if m.trains(st)), None)
     for st in m.stages:
         if m.trains(st):
-            hp = dict(ENGINE_DEFAULTS)
+            hp = {**ENGINE_DEFAULTS, **(FROZEN_STAGE_DEFAULTS if m.frozen_features(st) else {})}
             src = dict.fromkeys(hp, "engine")
             for k, v in rec.get("stage", {}).items():
                 hp[k] = v
@@ -396,10 +411,12 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
         origins[f"{stage}.{key}"] = "--set"
     for name, item in set_by.items():
         stage, _, key = name.partition(".")
-        if key in STEP_ONLY and stage in stages and stages[stage].get("schedule") != "step":
-            raise LtbenchError(f"--set {item!r}: the {stages[stage]['schedule']} schedule of {shown(stage)} "
-                               f"ignores {key} (only the step schedule reads it); add --set "
-                               f"{shown(stage)}.schedule=step, or drop it.")
+        if key in READ_ONLY_UNDER and stage in stages:
+            other, needed = READ_ONLY_UNDER[key]
+            if stages[stage].get(other) != needed:
+                raise LtbenchError(f"--set {item!r}: {shown(stage)}.{other}={stages[stage][other]} ignores {key} "
+                                   f"(only {other}={needed} reads it); add --set {shown(stage)}.{other}={needed}, "
+                                   "or drop it.")
 
     for k in ("imbalance",):
         if k in data:

@@ -16,11 +16,15 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from .errors import DamagedRecord
 from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, STAGE1, published
+from .specs import setting
 from .store import Store
 
 FORMATS = ("github", "latex", "csv", "json")
@@ -29,8 +33,56 @@ ROW_ORDER = ["ce", STAGE1, "cb", "ldam_drw", "logit_adj", "balanced_softmax", "c
              "logit_adj_posthoc", "wb"]
 
 
+@dataclass
+class Records:
+    """The finished runs of a store: the records that read, and the damaged ones (left out)."""
+
+    results: list[dict[str, Any]]
+    damaged: list[DamagedRecord]
+    run_ids: set[str]  # every run directory of the store, finished or not
+    root: Path
+
+    def notes(self, shown: dict[str, Any] | None = None) -> list[str]:
+        """Footnotes: the damaged records left out, and the stage-2 records (of the table ``shown``, else
+        all) whose stage-1 run directory is gone."""
+        notes = []
+        if self.damaged:
+            n = len(self.damaged)
+            what = "; ".join(f"{d.path} {d.problem}" for d in self.damaged)
+            notes.append(f"{n} record{'s' if n > 1 else ''} left out as damaged: {what}; `ltbench status` lists "
+                         f"{'them' if n > 1 else 'it'}")
+        orphans: dict[str, list[str]] = defaultdict(list)
+        for r in self.results:
+            parent = r["method_record"].get("parent")
+            if isinstance(parent, str) and parent not in self.run_ids and (shown is None or (
+                    r["label"] in shown["columns"] and any(_base(row) == r["method"] for row in shown["rows"]))):
+                orphans[parent].append(f"{r['method']} {r['run_id']}")
+        for parent, users in orphans.items():
+            notes.append(f"{', '.join(users)} build{'s' if len(users) == 1 else ''} on stage-1 run {parent}, which is "
+                         f"no longer in {self.root}; `ltbench run` with the same selectors retrains it "
+                         "(content-addressed)")
+        return notes
+
+
+def read_records(store: Store, datasets: list[str] | None = None) -> Records:
+    """The records of the finished runs (of ``datasets``, by benchmark name, where given); a run whose
+    spec.json or result.json does not read is left out and listed in ``damaged``, never raised."""
+    results, damaged, run_ids = [], [], set()
+    for rd in store.runs():
+        run_ids.add(rd.run_id)
+        if not rd.is_done() or (datasets and rd.path.parent.parent.name not in datasets):
+            continue
+        try:
+            rd.spec()
+            results.append(rd.result())
+        except DamagedRecord as exc:
+            damaged.append(exc)
+    return Records(results, damaged, run_ids, store.root)
+
+
 def done_results(store: Store) -> list[dict[str, Any]]:
-    return [rd.result() for rd in store.runs() if rd.is_done() and rd.result_file.exists()]
+    """The records of the finished runs that read (``read_records`` also says which did not)."""
+    return read_records(store).results
 
 
 def _without_seed(spec: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +129,14 @@ def _stat(values: list[float | None]) -> dict[str, Any]:
 def _test_report(r: dict[str, Any], select: str) -> dict[str, Any]:
     if select == "last":
         return r.get("selected", {}).get("last_epoch_test") or r["test"]
+    if _flip_averaged(r):
+        return r["test_flip_avg"]
     return r["test"]
+
+
+def _flip_averaged(r: dict[str, Any]) -> bool:
+    """The run reports the flip-averaged test accuracy (data.report=test_flip_avg, the WB authors' code)."""
+    return setting(r["spec"]["data"], "report") == "test_flip_avg" and bool(r.get("test_flip_avg"))
 
 
 def _val_score(rs: list[dict[str, Any]]) -> float:
@@ -137,8 +196,11 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
             reports = [_test_report(r, select) for r in group]
             cell = {g: _stat([rep["top1" if g == "all" else g] for rep in reports]) for g in GROUPS}
             cell["seeds"] = sorted(r["seed"] for r in group)
-            cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group])
+            cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group
+                                        if min(r["classifier_norms"]) > 0])
             cell["selected_on_test"] = any(r["selected"].get("rule") == "test" for r in group)
+            if select != "last" and any(_flip_averaged(r) for r in group):
+                cell["flip_averaged"] = True
             rows[row_name][col] = cell
 
     if methods:
@@ -178,11 +240,21 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
                                 "command": f"ltbench run --method {','.join(names)} {how} --seed 0,1,2"})
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
-    if any(c.get("selected_on_test") for cells in rows.values() for c in cells.values()):
+    cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
+    on_test = [c for c in cells if c.get("selected_on_test")]
+    if on_test:
         notes.append("†: checkpoint chosen on the test set (labelled, not a clean protocol)")
+    if any(c.get("flip_averaged") for c in cells):
+        notes.append("‡: test accuracy averaged over each image and its mirror image (data.report=test_flip_avg, "
+                     "as the WB authors' code reports)")
 
     ordered = dict(sorted(rows.items(), key=lambda kv: _row_sort_key(kv[0])))
-    kind = "last epoch" if select == "last" else "selected on validation"
+    if select == "last":
+        kind = "last epoch"
+    elif on_test and len(on_test) == len(cells):
+        kind = "checkpoints selected on test †"
+    else:
+        kind = "selected on validation" + (" († on test)" if on_test else "")
     title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
     return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
             "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
@@ -197,6 +269,11 @@ def _fill_from_records(col: str, results: Iterable[dict[str, Any]]) -> str:
 
 
 # --- rendering -------------------------------------------------------------------------------------
+
+def _marks(cell: dict[str, Any]) -> str:
+    """† checkpoint chosen on test, ‡ flip-averaged test accuracy."""
+    return ("†" if cell.get("selected_on_test") else "") + ("‡" if cell.get("flip_averaged") else "")
+
 
 def _fmt(s: dict[str, Any] | None, pm: str = "±") -> str:
     if not s or s.get("n", 0) == 0 or s.get("mean") is None:
@@ -221,7 +298,7 @@ def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list
             c = cells.get(col, {})
             line = [name]
             for g in GROUPS:
-                cell = _fmt(c.get(g), pm) + ("†" if c.get("selected_on_test") and g == "all" else "")
+                cell = _fmt(c.get(g), pm) + (_marks(c) if g == "all" else "")
                 if ref and g != "all" and c.get("paper", {}).get(g) is not None:
                     cell += f" [{c['paper'][g]:.2f}]"
                 line.append(cell)
@@ -236,7 +313,7 @@ def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list
         line = [name]
         for col in t["columns"]:
             c = cells.get(col, {})
-            line.append(_fmt(c.get("all"), pm) + ("†" if c.get("selected_on_test") else ""))
+            line.append(_fmt(c.get("all"), pm) + _marks(c))
             if ref:
                 line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
         body.append(line)
@@ -253,7 +330,7 @@ def _footer(t: dict[str, Any]) -> list[str]:
 
 def _latex_escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("Δ", r"$\Delta$"), ("†", r"$^\dagger$"), ("±", r"$\pm$")):
+                 ("Δ", r"$\Delta$"), ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("±", r"$\pm$")):
         s = s.replace(a, b)
     return s
 

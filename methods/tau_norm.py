@@ -1,8 +1,10 @@
 """tau-normalisation (Kang et al. 2020) and L2-normalisation: post-hoc, no training.
 
-w_k <- w_k / ||w_k||^tau, bias dropped. tau_norm sweeps tau over [tau_min, tau_max] in steps of
-tau_step and keeps the best on the validation split (class-mean accuracy); the chosen tau and the
-whole curve (val, and test for information) go into the record. l2_norm is tau = 1.
+w_k <- w_k / ||w_k||^tau, bias dropped (Kang et al.) or kept (``keep_bias``: the WB authors' Normalizer,
+``--recipe official``). tau_norm sweeps tau over [tau_min, tau_max] in steps of tau_step and keeps the
+best on the validation split (class-mean accuracy); the chosen tau and the whole curve (val, and test
+for information) go into the record. l2_norm is tau = 1. Under ``--recipe official`` tau is fixed as
+in the WB code: 1.9 for tau_norm (the weight-decay-trained backbone), 1.0 for l2_norm.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from ltbench.evaluation import accuracy_report, extract_features
 from ltbench.method import ClassifierRetraining, StageContext
 from ltbench.registry import methods
+from ltbench.specs import setting
 
 
 def tau_normalized(weight: torch.Tensor, tau: float) -> torch.Tensor:
@@ -30,8 +33,13 @@ class TauNorm(ClassifierRetraining):
     def trains(self, stage: str) -> bool:
         return False
 
+    fixed_tau = 1.9  # the WB code's tau for its weight-decay-trained backbone
+
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
-        return {"tau_min": 0.0, "tau_max": 2.0, "tau_step": 0.1, "select": "val"}
+        if recipe == "official":
+            return {"tau_min": self.fixed_tau, "tau_max": self.fixed_tau, "tau_step": 0.1, "select": "val",
+                    "keep_bias": True}
+        return {"tau_min": 0.0, "tau_max": 2.0, "tau_step": 0.1, "select": "val", "keep_bias": False}
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         problems = []
@@ -48,20 +56,23 @@ class TauNorm(ClassifierRetraining):
     def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
         feats = ctx.features if ctx.features is not None else extract_features(model.features, ctx.splits, ctx.device)
         w = model.classifier.weight.detach().float()
+        bias = model.classifier.bias.detach().float() if setting(ctx.hp, "keep_bias") else torch.zeros(len(w))
         curve = []
         for tau in self.taus(ctx.hp):
             wt = tau_normalized(w, tau)
             row: dict[str, Any] = {"tau": tau}
             for split in ("val", "test"):
                 data = getattr(feats, split)
-                rep = accuracy_report((data.x @ wt.T).cpu(), data.y.cpu(), ctx.class_counts, ctx.splits.shot_rule)
+                logits = data.x @ wt.T + bias.to(data.x.device)
+                rep = accuracy_report(logits.cpu(), data.y.cpu(), ctx.class_counts, ctx.splits.shot_rule)
                 row[split] = rep["class_mean"]
             curve.append(row)
         key = ctx.hp["select"]
         best = max(curve, key=lambda r: (r[key] if r[key] is not None else -1.0))  # first best: smallest tau
         with torch.no_grad():
             model.classifier.weight.copy_(tau_normalized(w, best["tau"]).to(model.classifier.weight.dtype))
-            model.classifier.bias.zero_()
+            if not setting(ctx.hp, "keep_bias"):
+                model.classifier.bias.zero_()
         ctx.record.update({"tau": best["tau"], "tau_selected_on": key, "tau_curve": curve})
 
 
@@ -70,5 +81,7 @@ class L2Norm(TauNorm):
     name = "l2_norm"
     description = "post-hoc w/||w|| (tau-norm with tau = 1)"
 
+    fixed_tau = 1.0
+
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
-        return {"tau_min": 1.0, "tau_max": 1.0, "tau_step": 0.1, "select": "val"}
+        return {**super().hparams(stage, recipe, family), "tau_min": 1.0, "tau_max": 1.0}

@@ -155,7 +155,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     spec = _spec(epochs=1)
     rd = store.create(spec)
     rd.checkpoint_file.write_bytes(b"not a checkpoint")
-    with pytest.raises(LtbenchError, match="cannot be read.*--force"):
+    with pytest.raises(LtbenchError, match="checkpoint.pt is unreadable.*delete it to restart.*--force"):
         execute(spec, store, RunOptions(device="cpu", live_progress=False))
     assert Path(rd.spec_file).exists()
 
@@ -220,11 +220,13 @@ def test_final_report_on_cached_features_equals_the_full_model(tmp_path):
     assert feats.test_flip is not None and len(feats.test_flip) == 40
     full = final_report(model, splits, device, bs=16)
     save_features(feats, tmp_path / "f.pt")
-    for fs in (feats, load_features(tmp_path / "f.pt", splits, device)):
+    loaded, why = load_features(tmp_path / "f.pt", splits, device)
+    assert why == ""
+    for fs in (feats, loaded):
         cached = final_report(ClassifierHead(model.classifier), fs, device, bs=16)
         for key in ("val", "test", "test_flip_avg"):
             assert cached[key] == full[key], key
     assert full["test_flip_avg"] != full["test"]  # the mirrored view is really another view
     # features of other splits (different labels) are not taken for these
     other = Splits(images(60), images(25), images(40), 5, (0.5,) * 3, (0.2,) * 3, Augment(1, True))
-    assert load_features(tmp_path / "f.pt", other, device) is None
+    assert load_features(tmp_path / "f.pt", other, device) == (None, "not features of these splits (train differs)")

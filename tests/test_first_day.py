@@ -46,8 +46,10 @@ REFUSED = [
     (["run", "-m", "ce", "--set", "warmup_epochs=40"], "train.warmup_epochs=40: must be below train.epochs=40"),
     (["run", "-m", "wb", "--set", "stage1.warmup_epochs=50"], "stage1.warmup_epochs=50: must be below stage1.epochs=40"),
     (["run", "-m", "ce", "--set", "train.milestones=[0.5,0.7]"],
-     "--set 'train.milestones=[0.5,0.7]': the cosine schedule of train ignores milestones (only the step schedule "
-     "reads it); add --set train.schedule=step, or drop it."),
+     "--set 'train.milestones=[0.5,0.7]': train.schedule=cosine ignores milestones (only schedule=step reads it); "
+     "add --set train.schedule=step, or drop it."),
+    (["run", "-m", "ce", "--set", "base_batch=512"],
+     "--set 'base_batch=512': train.lr_scaling=none ignores base_batch (only lr_scaling=linear reads it)"),
     (["run", "-m", "ce", "--set", "gamma=0.5"], "ignores gamma"),
     (["run", "-m", "ce", "--imbalance", "1000"],
      "digits_lt: imbalance ratio 1000 leaves class 7 (and 2 more) with no training image (n_i = int(100 * "

@@ -521,7 +521,8 @@ def test_cached_features_and_frozen_backbone_give_the_same_classifier(shared, tm
         states[flag] = load_model(store, spec)
         assert [r.path.parent.name for r in store.runs()] == ["ce", "wb"]  # stage 1 was reused, not rerun
     assert results["true"]["method_record"]["stage2_path"] == "cached_features"
-    assert results["false"]["method_record"]["stage2_path"] == "frozen_backbone_per_epoch"
+    assert results["false"]["method_record"]["stage2_path"] == \
+        "frozen_backbone_per_epoch (augment false, BatchNorm in eval mode)"
     assert results["true"]["classifier_norms"] == pytest.approx(results["false"]["classifier_norms"], abs=1e-5)
     for key in ("classifier.weight", "classifier.bias"):
         assert torch.allclose(states["true"][key], states["false"][key], atol=1e-5), key
@@ -551,7 +552,8 @@ def test_stage2_runs_share_the_features_kept_in_their_stage1_run(shared, tmp_pat
     damaged = store.run_dir(shared["ce_spec"]).path / "features" / kept[0].name
     damaged.write_bytes(b"not a torch file")
     again = execute(decoupled_spec("crt"), store, OPTS, force=True)
-    assert again["method_record"]["stage2_features"] == "extracted"
+    assert again["method_record"]["stage2_features"].startswith(f"extracted again (the kept file {kept[0].name} "
+                                                                "was damaged (its sha256 ")
     assert again["classifier_norms"] == fresh["classifier_norms"]
     assert execute(decoupled_spec("lws"), store, OPTS)["method_record"]["stage2_features"] == f"reused {kept[0].stem}"
 
