@@ -2,46 +2,52 @@
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
+from .cli_common import (
+    DEFAULT_BENCHMARK,
+    DEFAULT_RESULTS,
+    RESUME_HINT,
+    Account,
+    ArrayParallelism,
+    Compile,
+    Constraint,
+    Cpus,
+    Gpus,
+    JobsPerGpu,
+    KeepFeatures,
+    Launcher,
+    MaxJobs,
+    Mem,
+    Nodes,
+    Partition,
+    Qos,
+    Sbatch,
+    Setup,
+    SyncBn,
+    TasksPerNode,
+    TestEveryEpoch,
+    TimeLimit,
+    builtin_methods,
+    check_device,
+    check_writable,
+    err,
+    known_names,
+    parse_seeds,
+    split_names,
+    stage1_spec,
+    user_errors,
+)
 from .errors import LtbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="ltbench: long-tailed recognition benchmarks (weight balancing and its baselines). "
                   "--dataset names a benchmark: a dataset with its long-tailed protocol (`ltbench list benchmarks`).")
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-DEFAULT_RESULTS = Path(os.environ.get("LTBENCH_RESULTS", "results"))
-DEFAULT_BENCHMARK = "digits_lt"
-RESUME_HINT = "interrupted: finished epochs are kept; run the same command again to resume."
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an LtbenchError into one clear line on stderr and exit status 2; Ctrl-C into one line
-    (exit status 130) that says how to go on."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LtbenchError as exc:
-            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt as exc:
-            err.print(escape(str(exc.args[0]) if exc.args else RESUME_HINT), highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-    return wrapper
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"ltbench {__version__}")
@@ -52,52 +58,6 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     pass
-
-
-def _split(text: str | None, option: str | None = None) -> list[str]:
-    """Comma-separated names; with ``option``, a value that names nothing (e.g. --method "") is an
-    error rather than "the default"."""
-    names = [t.strip() for t in (text or "").split(",") if t.strip()]
-    if option and text is not None and not names:
-        raise LtbenchError(f"{option} {text!r}: names nothing; leave {option} out for the default, or name "
-                           f"one or more, comma-separated (see `ltbench list`).")
-    return names
-
-
-def _builtin_methods() -> list[str]:
-    from .registry import methods
-
-    return [e.name for e in methods.entries() if e.origin.startswith("builtin")]
-
-
-def _stage1_spec(store: Any, stage1: str | None) -> dict[str, Any] | None:
-    """The spec.json of the finished run that --stage1 names (None without --stage1)."""
-    if not stage1:
-        return None
-    rd = store.find(stage1)
-    if not rd.is_done():
-        raise LtbenchError(f"--stage1 {stage1}: run {rd.run_id} is not finished ({rd.state()}); finish it first.")
-    return rd.spec()
-
-
-def known_names(dataset: str | None, method: str | None) -> tuple[list[str], list[str]]:
-    """The benchmarks and methods a filter names, each checked against its registry (an unknown name
-    is an error with close matches, not an empty result)."""
-    from .registry import benchmarks, methods
-
-    datasets, method_names = _split(dataset, "--dataset"), _split(method, "--method")
-    for name in datasets:
-        benchmarks.get_entry(name)
-    for name in method_names:
-        methods.get_entry(name)
-    return datasets, method_names
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in _split(text)] or [0]
-    except ValueError:
-        raise LtbenchError(f"--seed {text!r}: expected integers separated by commas, e.g. --seed 0,1,2.") from None
 
 
 @app.command("list")
@@ -129,43 +89,6 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
         print(f"{name}:")
         print(tabulate(rows, headers=["name", "what", "defaults", "origin"], tablefmt="simple"))
         print()
-
-
-# Launch options of `run` and `sweep` (ltbench.launch): where and how jobs run, never part of a spec.
-Launcher = Annotated[str, typer.Option("--launcher", help="inline (this process) | local (submitit "
-                                       "processes on this machine) | slurm (submitit job arrays)")]
-MaxJobs = Annotated[int | None, typer.Option("--max-jobs", help="local: jobs at once (default: one per GPU; "
-                                             "1 on a CPU-only machine, where jobs share the cores)")]
-TimeLimit = Annotated[int | None, typer.Option("--time", help="minutes per job (default 240 on SLURM, 1440 "
-                                               "local); at the limit a job checkpoints and requeues itself")]
-Gpus = Annotated[int | None, typer.Option("--gpus", help="GPUs per node of a job (local default: 1 where "
-                                          "there are GPUs); several: one run over them (DDP)")]
-Nodes = Annotated[int, typer.Option("--nodes", help="slurm: nodes per run (DDP across nodes)")]
-TasksPerNode = Annotated[int | None, typer.Option("--tasks-per-node", help="processes per node of one run "
-                                                  "(DDP ranks; default: one per GPU)")]
-Cpus = Annotated[int | None, typer.Option("--cpus", help="CPUs per task (torch threads)")]
-Mem = Annotated[float | None, typer.Option("--mem", help="slurm: memory per node, GB")]
-Partition = Annotated[str | None, typer.Option("--partition", help="slurm partition")]
-Account = Annotated[str | None, typer.Option("--account", help="slurm account")]
-Qos = Annotated[str | None, typer.Option("--qos", help="slurm quality of service")]
-Constraint = Annotated[str | None, typer.Option("--constraint", help="slurm node features, e.g. a100")]
-ArrayParallelism = Annotated[int | None, typer.Option("--array-parallelism",
-                                                      help="slurm: array tasks running at once")]
-Sbatch = Annotated[str, typer.Option("--sbatch", help="slurm: more sbatch flags, e.g. "
-                                     "'--exclusive --gres=gpu:a100:2'")]
-Setup = Annotated[list[str] | None, typer.Option("--setup", help="shell line a job runs first (repeatable), "
-                                                 "e.g. 'module load cuda'")]
-SyncBn = Annotated[bool, typer.Option("--sync-bn", help="DDP on CUDA: SyncBatchNorm instead of per-rank "
-                                      "BatchNorm (recorded)")]
-Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the training step's model (recorded; "
-                                       "pays off on GPUs, costs a compile at the start of every stage)")]
-KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features", help="stage-2 runs keep the "
-                                            "stage-1 backbone's features in its run folder and share them")]
-TestEveryEpoch = Annotated[bool, typer.Option("--test-every-epoch", help="evaluate the test set after every "
-                                               "epoch too (metrics.jsonl); by default only selection on test "
-                                               "and the final report read it")]
-JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: jobs sharing each GPU at once "
-                                                "(small models, e.g. a ResNet-32 sweep; default 1)")]
 
 
 @app.command()
@@ -205,14 +128,14 @@ def run(
     from .store import Store
 
     store = Store(results)
-    method_names = _split(method, "--method") or _builtin_methods()
-    dataset_names = _split(dataset, "--dataset") or [DEFAULT_BENCHMARK]
-    parent = _stage1_spec(store, stage1)
+    method_names = split_names(method, "--method") or builtin_methods()
+    dataset_names = split_names(dataset, "--dataset") or [DEFAULT_BENCHMARK]
+    parent = stage1_spec(store, stage1)
     specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
                      stage1_run=parent, init_weights=init_weights)
-             for d in dataset_names for m in method_names for s in _seeds(seed)]
+             for d in dataset_names for m in method_names for s in parse_seeds(seed)]
     check_device(device, launch_opts.launcher)
-    _check_writable(results)
+    check_writable(results)
 
     from .engine import RunOptions, execute
     from .tables import build_table, render
@@ -266,27 +189,6 @@ def describe_result(result: dict[str, Any]) -> str:
     how = f"epoch {sel['epoch']} selected on {sel['rule']}" if sel.get("epoch") is not None else \
         "post-hoc: no training of its own"
     return f"test top-1 {result['test']['top1']:.2f}  ({val_text}; {how})"
-
-
-def check_device(device: str, launcher: str) -> None:
-    """Refuse a device this machine lacks before anything is written, when the runs will run here
-    (inline or local jobs; a SLURM job's node may have what the submitting machine lacks)."""
-    if launcher != "slurm":
-        from .engine import resolve_device
-
-        resolve_device(device)
-
-
-def _check_writable(results: Path) -> None:
-    """Refuse a results root that cannot be written, before anything runs; creates nothing (the first
-    run that starts does)."""
-    existing = results.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise LtbenchError(f"--results {results}: {existing} is a file, not a directory; pass a directory.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise LtbenchError(f"--results {results}: {existing} is not writable; pass a writable directory.")
 
 
 @app.command()
@@ -381,10 +283,13 @@ def plot(
     print(f"wrote {path}")
 
 
-from . import cli_sweep  # noqa: E402, F401  (registers `ltbench sweep`)
 from .cli_data import data_app  # noqa: E402  (the `ltbench data check|prepare` commands)
+from .cli_sweep import sweep  # noqa: E402
 
+app.command()(sweep)
 app.add_typer(data_app, name="data")
+
+__all__ = ["RESUME_HINT", "app", "main"]
 
 
 def main() -> None:

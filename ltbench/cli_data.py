@@ -3,13 +3,13 @@ possible perform) the steps to get it. Registered on the main app as the `data` 
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from .cli_common import user_errors
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="Check a copy of a benchmark's data, or see how to get it.")
@@ -17,17 +17,6 @@ data_app = typer.Typer(add_completion=False, no_args_is_help=True,
 DEFAULT_ROOT = Path(os.environ.get("LTBENCH_DATA", "data"))
 MARKS = {"ok": "[green]  ok [/green]", "info": "[blue]  >> [/blue]", "warn": "[yellow]warn [/yellow]",
          "error": "[red]FAIL [/red]"}
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The main CLI's user_errors (one clear line, exit 2), looked up at call time: ltbench.cli
-    imports this module to register it."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-    return wrapper
 
 
 def _print(report: Any) -> None:
@@ -41,7 +30,7 @@ def _print(report: Any) -> None:
 
 
 @data_app.command("check")
-@_user_errors
+@user_errors
 def check(
     benchmark: str = typer.Argument(..., help="benchmark name, e.g. imagenet_lt"),
     root: Path = typer.Option(DEFAULT_ROOT, "--root", "--data-root", help="where the images live (ltbench run --data-root)"),
@@ -64,7 +53,7 @@ def check(
 
 
 @data_app.command("prepare")
-@_user_errors
+@user_errors
 def prepare(
     benchmark: str = typer.Argument(..., help="benchmark name, e.g. inat2018"),
     root: Path = typer.Option(DEFAULT_ROOT, "--root", "--data-root", help="where the images go (ltbench run --data-root)"),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .cli import (
+from .cli_common import (
     DEFAULT_BENCHMARK,
     DEFAULT_RESULTS,
     Account,
@@ -33,14 +33,13 @@ from .cli import (
     TasksPerNode,
     TestEveryEpoch,
     TimeLimit,
-    _builtin_methods,
-    _check_writable,
-    _seeds,
-    _split,
-    _stage1_spec,
-    app,
+    builtin_methods,
     check_device,
+    check_writable,
     err,
+    parse_seeds,
+    split_names,
+    stage1_spec,
     user_errors,
 )
 from .errors import DamagedRecord, LtbenchError
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
     from .sweep import Plan, Point
 
 
-@app.command()
 @user_errors
 def sweep(
     method: str | None = typer.Option(None, "--method", "-m", metavar="M[,M..]",
@@ -101,13 +99,13 @@ def sweep(
     launch_opts = launch_options(locals())
     check_options(launch_opts, dry_run)
     store = Store(results)
-    points = expand(_split(method, "--method") or _builtin_methods(), _split(dataset, "--dataset") or [DEFAULT_BENCHMARK],
-                    _seeds(seeds), grid,
+    points = expand(split_names(method, "--method") or builtin_methods(), split_names(dataset, "--dataset") or [DEFAULT_BENCHMARK],
+                    parse_seeds(seeds), grid,
                     sets=set_, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
-                    stage1_run=_stage1_spec(store, stage1), init_weights=init_weights)
+                    stage1_run=stage1_spec(store, stage1), init_weights=init_weights)
     if not dry_run:
         check_device(device, launch_opts.launcher)
-        _check_writable(results)
+        check_writable(results)
     plan = make_plan(points, store, Manifest(results), launch_opts.launcher, retry_failed)
     print(render(plan))
     if dry_run:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -325,6 +326,47 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
                    origins={**spec.origins, "backbone": "stage-1 run"}, parent_origins=parent.origins)
 
 
+def _apply_sets(overrides: list[Override], stages: dict[str, dict[str, Any]], data: dict[str, Any],
+                origins: dict[str, str], method: str, benchmark: str, shown: Callable[[str], str],
+                has_stage1: bool) -> None:
+    """Put each --set into its stage (or data), typed like the default it replaces, and record its
+    origin; refuse a key no stage has, one that several have, one set twice, and one that the stage's
+    other settings make it ignore (READ_ONLY_UNDER)."""
+    set_by: dict[str, str] = {}  # stage.key -> the --set that set it
+    for stage, key, value, item in overrides:
+        if stage is None:
+            holders = [s for s in stages if key in stages[s]] + (["data"] if key in data else [])
+            if len(holders) != 1:
+                known = sorted({f"{s}.{k}" for s in stages for k in stages[s]} | {f"data.{k}" for k in data})
+                if not holders:
+                    raise LtbenchError(f"--set {item!r}: no stage of {method} on {benchmark} has a key {key!r}. "
+                                       f"Known keys: {', '.join(known)}.")
+                raise LtbenchError(f"--set {item!r}: {key!r} exists in {', '.join(holders)}; "
+                                   f"say which, e.g. --set {holders[0]}.{key}=...")
+            stage = holders[0]
+        target = data if stage == "data" else stages.get(stage)
+        if target is None:
+            raise LtbenchError(f"--set {item!r}: {method} has no stage {stage!r}; its stages are "
+                               f"{', '.join(stages)}{' and stage1' if has_stage1 else ''} "
+                               f"(and data.* for the benchmark's parameters).")
+        if key not in target:
+            raise LtbenchError(f"--set {item!r}: {shown(stage)} has no key {key!r}; known: {', '.join(sorted(target))}.")
+        if f"{stage}.{key}" in set_by:
+            raise LtbenchError(f"--set {item!r}: {shown(stage)}.{key} is already set by --set "
+                               f"{set_by[f'{stage}.{key}']!r}; keep one of them.")
+        set_by[f"{stage}.{key}"] = item
+        target[key] = coerce(f"--set {shown(stage)}.{key}", value, target[key])
+        origins[f"{stage}.{key}"] = "--set"
+    for name, item in set_by.items():
+        stage, _, key = name.partition(".")
+        if key in READ_ONLY_UNDER and stage in stages:
+            other, needed = READ_ONLY_UNDER[key]
+            if stages[stage].get(other) != needed:
+                raise LtbenchError(f"--set {item!r}: {shown(stage)}.{other}={stages[stage][other]} ignores {key} "
+                                   f"(only {other}={needed} reads it); add --set {shown(stage)}.{other}={needed}, "
+                                   "or drop it.")
+
+
 def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str | None, imbalance: float | None,
                  epochs: int | None, overrides: list[Override], fixed: dict[str, tuple[dict[str, Any], str]],
                  seed: int, data: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> RunSpec:
@@ -384,39 +426,7 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     chosen_backbone = backbone or rec.get("backbone") or b.default_backbone
     origins["backbone"] = "--backbone" if backbone else (f"recipe {recipe}" if rec.get("backbone") else "benchmark")
 
-    set_by: dict[str, str] = {}  # stage.key -> the --set that set it
-    for stage, key, value, item in overrides:
-        if stage is None:
-            holders = [s for s in stages if key in stages[s]] + (["data"] if key in data else [])
-            if len(holders) != 1:
-                known = sorted({f"{s}.{k}" for s in stages for k in stages[s]} | {f"data.{k}" for k in data})
-                if not holders:
-                    raise LtbenchError(f"--set {item!r}: no stage of {method} on {benchmark} has a key {key!r}. "
-                                       f"Known keys: {', '.join(known)}.")
-                raise LtbenchError(f"--set {item!r}: {key!r} exists in {', '.join(holders)}; "
-                                   f"say which, e.g. --set {holders[0]}.{key}=...")
-            stage = holders[0]
-        target = data if stage == "data" else stages.get(stage)
-        if target is None:
-            raise LtbenchError(f"--set {item!r}: {method} has no stage {stage!r}; its stages are "
-                               f"{', '.join(stages)}{' and stage1' if m.stage1 else ''} "
-                               f"(and data.* for the benchmark's parameters).")
-        if key not in target:
-            raise LtbenchError(f"--set {item!r}: {shown(stage)} has no key {key!r}; known: {', '.join(sorted(target))}.")
-        if f"{stage}.{key}" in set_by:
-            raise LtbenchError(f"--set {item!r}: {shown(stage)}.{key} is already set by --set "
-                               f"{set_by[f'{stage}.{key}']!r}; keep one of them.")
-        set_by[f"{stage}.{key}"] = item
-        target[key] = coerce(f"--set {shown(stage)}.{key}", value, target[key])
-        origins[f"{stage}.{key}"] = "--set"
-    for name, item in set_by.items():
-        stage, _, key = name.partition(".")
-        if key in READ_ONLY_UNDER and stage in stages:
-            other, needed = READ_ONLY_UNDER[key]
-            if stages[stage].get(other) != needed:
-                raise LtbenchError(f"--set {item!r}: {shown(stage)}.{other}={stages[stage][other]} ignores {key} "
-                                   f"(only {other}={needed} reads it); add --set {shown(stage)}.{other}={needed}, "
-                                   "or drop it.")
+    _apply_sets(overrides, stages, data, origins, method, benchmark, shown, bool(m.stage1))
 
     for k in ("imbalance",):
         if k in data:
