@@ -142,3 +142,30 @@ TestEveryEpoch = Annotated[bool, typer.Option("--test-every-epoch", help="evalua
                                                "and the final report read it")]
 JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: jobs sharing each GPU at once "
                                                 "(small models, e.g. a ResNet-32 sweep; default 1)")]
+
+
+# Selectors of `run` and `sweep` (one definition for both): what runs, on what, from where to where.
+MethodSel = Annotated[str | None, typer.Option("--method", "-m", metavar="M[,M..]",
+                                               help="method(s), comma-separated (default: all built-in)")]
+DatasetSel = Annotated[str | None, typer.Option("--dataset", "-d", metavar="D[,D..]", help="benchmark(s), "
+                                                f"comma-separated (default: {DEFAULT_BENCHMARK})")]
+BackboneSel = Annotated[str | None, typer.Option("--backbone", "-b",
+                                                 help="backbone (default: the benchmark's / recipe's)")]
+ImbalanceSel = Annotated[float | None, typer.Option("--imbalance", help="imbalance ratio n_max/n_min (CIFAR-LT, "
+                                                    "digits-LT)")]
+RecipeSel = Annotated[str | None, typer.Option("--recipe", help="paper | cao | official | kang (default: the "
+                                               "method's)")]
+Sets = Annotated[list[str], typer.Option("--set", metavar="STAGE.KEY=VALUE",
+                                         help="override a hyperparameter (repeatable)")]
+Epochs = Annotated[int | None, typer.Option("--epochs", help="epochs of the first training stage (stage 1 of "
+                                            "decoupled methods; stage 2: --set stage2.epochs=N)")]
+DataRoot = Annotated[Path, typer.Option("--data-root", envvar="LTBENCH_DATA", help="where the datasets live")]
+Results = Annotated[Path, typer.Option("--results", help="results root")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")]
+Download = Annotated[bool, typer.Option("--download/--no-download", help="download missing public datasets")]
+Stage1 = Annotated[str | None, typer.Option("--stage1", help="decoupled methods: build on this finished stage-1 "
+                                            "run id")]
+SplitRoot = Annotated[Path | None, typer.Option("--split-root", help="split-file benchmarks: folder of the split "
+                                                "lists (default: --data-root)")]
+InitWeights = Annotated[Path | None, typer.Option("--init-weights", help="initial backbone weights (a torch "
+                                                  "state dict file)")]
