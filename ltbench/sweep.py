@@ -118,7 +118,7 @@ def expand(methods: list[str], datasets: list[str], seeds: list[int], grid: list
                     try:
                         spec = spec_for(m, d, [f"{k}={v}" for k, v in values.items()], seed)
                     except LtbenchError as exc:  # the base resolved, so a grid value is at fault
-                        raise LtbenchError(str(exc).replace("--set ", "--grid ")) from None
+                        raise LtbenchError(str(exc).replace("--set ", "--grid ", 1)) from None
                     if spec.parent is not None:
                         parent = spec.parent_spec()
                         stage1 = {k: v for k, v in values.items() if k.startswith(("stage1.", "data."))}

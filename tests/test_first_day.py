@@ -65,7 +65,8 @@ REFUSED = [
      "--set stage1.weight_decay='abc': expected a number (the default is 0.0)."),
     (["table", "-d", "foo"], "unknown benchmark 'foo'."),
     (["table", "-m", "wbb"], "unknown method 'wbb'. Did you mean 'wb'?"),
-    (["sweep", "-m", "ce", "--grid", "train.milestones=[0.5],[0.6]", "--dry-run"], "--grid 'train.milestones=[0.5]'"),
+    (["sweep", "-m", "ce", "--grid", "train.milestones=[0.5],[0.6]", "--dry-run"],
+     "--grid 'train.milestones=[0.5]': train.schedule=cosine ignores milestones (only schedule=step reads it); add --set train.schedule=step"),
 ]
 
 
