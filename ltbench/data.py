@@ -52,8 +52,9 @@ def per_epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def sample_indices(labels: torch.Tensor, sampler: str, gen: torch.Generator) -> torch.Tensor:
     """One epoch of indices (as many as there are samples), on the CPU: a permutation for
     instance-balanced sampling; class-balanced sampling draws a class uniformly, then an image of that
-    class. The draws come from ``gen`` (a CPU generator) and so does all the index arithmetic: labels
-    on another device are copied to the CPU first (pass CPU labels to avoid that copy)."""
+    class; class-aware sampling (``class_aware_indices``) cycles through the classes. The draws come
+    from ``gen`` (a CPU generator) and so does all the index arithmetic: labels on another device are
+    copied to the CPU first (pass CPU labels to avoid that copy)."""
     n = labels.numel()
     if sampler == "instance":
         return torch.randperm(n, generator=gen)
@@ -66,7 +67,47 @@ def sample_indices(labels: torch.Tensor, sampler: str, gen: torch.Generator) -> 
         cls = present[torch.randint(len(present), (n,), generator=gen)]
         offset = (torch.rand(n, generator=gen) * counts[cls]).long()
         return order[starts[cls] + offset]
+    if sampler == "class_aware":
+        return class_aware_indices(labels, gen)
     raise ValueError(f"unknown sampler {sampler!r}")
+
+
+CLASS_AWARE_PER_CLASS = 4  # images taken from a class at each visit (Kang et al.'s num_samples_cls)
+
+
+def class_aware_indices(labels: torch.Tensor, gen: torch.Generator,
+                        per_class: int = CLASS_AWARE_PER_CLASS) -> torch.Tensor:
+    """One epoch (as many indices as there are samples) of class-aware sampling, as Kang et al.'s
+    ClassAwareSampler: the classes present are visited in a shuffled order, reshuffled after each pass
+    over all of them, and each visit takes the next ``per_class`` images of that class's own cycle, a
+    shuffled order of its images reshuffled when exhausted. So every pass draws ``per_class`` images
+    of each class (the epoch's last pass may be partial): per-class counts differ by at most
+    ``per_class``, and within a class the images' counts by at most one. Draws: the passes' class
+    orders, then one key per image and cycle; all from ``gen`` (CPU)."""
+    labels = labels.cpu()
+    n = labels.numel()
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    counts = torch.bincount(labels)
+    present = torch.nonzero(counts).flatten()
+    k = len(present)
+    passes = -(-n // (per_class * k))
+    visits = present[torch.rand(passes, k, generator=gen, dtype=torch.float64).argsort(dim=1).flatten()]
+    cls = visits.repeat_interleave(per_class)[:n]  # the class of every draw
+    i = torch.arange(n)
+    rank = (i // (per_class * k)) * per_class + i % per_class  # the draw's place in its class's cycle
+    # each class's cycle: as many shuffled copies of its images as its draws need
+    cycles = -(-torch.bincount(cls, minlength=len(counts)) // counts.clamp_min(1))
+    sizes = cycles * counts
+    pool_cls = torch.repeat_interleave(torch.arange(len(counts)), sizes)
+    pool_starts = torch.cumsum(sizes, 0) - sizes
+    within = torch.arange(len(pool_cls)) - pool_starts[pool_cls]  # place in the class's cycle, unshuffled
+    copy = (torch.cumsum(cycles, 0) - cycles)[pool_cls] + within // counts[pool_cls]  # (class, copy) group
+    order = torch.argsort(labels, stable=True)
+    image = order[(torch.cumsum(counts, 0) - counts)[pool_cls] + within % counts[pool_cls]]
+    shuffle = torch.rand(len(pool_cls), generator=gen, dtype=torch.float64).argsort()
+    shuffle = shuffle[torch.argsort(copy[shuffle], stable=True)]  # a random order inside every group
+    return image[shuffle][pool_starts[cls] + rank]
 
 
 @dataclass

@@ -125,11 +125,13 @@ def check_hparam_names(method: type[Method]) -> list[str]:
 class ClassifierRetraining(Method):
     """Base of the decoupled methods (Kang et al. 2020; weight balancing): stage 1 is a ``ce`` run
     with weight balancing's tuned weight decay (shared by every decoupled method with the same
-    settings), stage 2 trains the final classifier of the frozen backbone, or only transforms it."""
+    settings), stage 2 trains the final classifier of the frozen backbone, or only transforms it. Under
+    ``--recipe kang`` a method with a row in ``recipes.KANG_STAGE2`` (cRT, LWS) takes that stage 2."""
 
     stage1 = "ce"
     stages = ("stage2",)
-    overrides = frozenset({"epochs", "lr", "schedule", "warmup_epochs", "augment", "frozen_bn"})
+    overrides = frozenset({"epochs", "lr", "schedule", "warmup_epochs", "augment", "frozen_bn",
+                           "batch_size", "lr_scaling", "base_batch", "lr_update"})
 
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
         from .recipes import TUNED_WEIGHT_DECAY
@@ -137,6 +139,11 @@ class ClassifierRetraining(Method):
         return {"weight_decay": TUNED_WEIGHT_DECAY[family]} if family in TUNED_WEIGHT_DECAY else {}
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
+        from .recipes import kang_stage2
+
+        kang = kang_stage2(self.name, family) if recipe == "kang" else {}
+        if kang:  # Kang et al.'s configs for this method and benchmark (recipes.KANG_STAGE2)
+            return kang
         if recipe == "official":  # the WB code: augmented images through the backbone left in train mode
             return {"epochs": 10, "lr": 0.01, "schedule": "cosine", "warmup_epochs": 0, "augment": True,
                     "frozen_bn": "train"}

@@ -23,7 +23,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 0,
     "milestones": [0.8, 0.9],  # step schedule: fractions of epochs
     "gamma": 0.1,  # step schedule: lr factor at each milestone
-    "sampler": "instance",  # instance | class_balanced
+    "sampler": "instance",  # instance | class_balanced (i.i.d.) | class_aware (Kang et al.'s class cycles)
     "select": "val",  # which checkpoint is reported: best on val | best on test (labelled) | last
     "augment": True,
     "cache_features": True,  # classifier-only stages without augmentation train on features extracted once
@@ -40,7 +40,7 @@ FROZEN_STAGE_DEFAULTS: dict[str, Any] = {
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "schedule": ("cosine", "step", "constant"),
-    "sampler": ("instance", "class_balanced"),
+    "sampler": ("instance", "class_balanced", "class_aware"),
     "select": ("val", "test", "last"),
     "lr_update": ("step", "epoch"),
     "precision": ("bf16", "fp32"),
@@ -114,6 +114,38 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                   "backbone": "resnet34_cifar"},
     },
 }
+
+
+# Kang et al.'s stage 2 (cRT and LWS) per benchmark family, from facebookresearch/classifier-balancing:
+# config/ImageNet_LT/cls_crt.yaml, cls_lws.yaml; config/iNaturalist18/cls_crt.yaml, cls_lws.yaml;
+# config/Places_LT/cls_crt.yaml, cls_lws.yaml. Every config: SGD momentum 0.9, cosine to 0 (coslr, endlr 0)
+# stepped once at each epoch's start (lr_update=epoch), ClassAwareSampler with num_samples_cls 4, the
+# train transform (augmented images) through the frozen backbone, which their loop leaves in train()
+# mode: BatchNorm normalises with batch statistics and updates its running ones (frozen_bn=train).
+# lr 0.2 at batch 512; Places-LT's configs say lr 0.1 at batch 256, the same lr per image, so lr is
+# stated for batch 512 and scaled linearly with the batch (a smaller --set batch_size scales it too).
+# Their epoch: int(len(train) / batch_size) steps (the engine's: len(train) draws, a last partial batch
+# kept); their sampler's cycles run on across epochs (the engine's restart from each epoch's seed).
+KANG_STAGE2_SHARED: dict[str, Any] = {
+    "lr": 0.2, "lr_scaling": "linear", "base_batch": 512, "schedule": "cosine", "warmup_epochs": 0,
+    "lr_update": "epoch", "augment": True, "frozen_bn": "train", "sampler": "class_aware",
+}
+# family -> method -> the values that differ per benchmark and method
+KANG_STAGE2: dict[str, dict[str, dict[str, Any]]] = {
+    "imagenet_lt": {"crt": {"epochs": 10, "batch_size": 512, "weight_decay": 5e-4},
+                    "lws": {"epochs": 5, "batch_size": 512, "weight_decay": 5e-4}},
+    "inat2018": {"crt": {"epochs": 30, "batch_size": 512, "weight_decay": 1e-4},
+                 "lws": {"epochs": 5, "batch_size": 512, "weight_decay": 1e-4}},
+    "places_lt": {"crt": {"epochs": 10, "batch_size": 256, "weight_decay": 5e-4},
+                  "lws": {"epochs": 5, "batch_size": 256, "weight_decay": 5e-4}},
+}
+
+
+def kang_stage2(method: str, family: str) -> dict[str, Any]:
+    """The stage-2 values of Kang et al.'s configs for ``method`` on ``family``; empty where their
+    code has none (another method, or a benchmark family outside their configs)."""
+    own = KANG_STAGE2.get(family, {}).get(method)
+    return {**KANG_STAGE2_SHARED, **own} if own is not None else {}
 
 
 def recipe_for(recipe: str, family: str, benchmark: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """LWS (Kang et al. 2020): learnable weight scaling. Logits z = s * (W f + b) with one learned scale
-per class (init 1); W, b and the backbone stay frozen; class-balanced sampling."""
+per class (init 1); W, b and the backbone stay frozen; class-balanced sampling. Under ``--recipe kang``
+stage 2 follows Kang et al.'s configs per benchmark (``ltbench.recipes.KANG_STAGE2``)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class LWS(ClassifierRetraining):
     description = "learnable per-class logit scale on the frozen classifier (Kang et al. 2020)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
-        return {**super().hparams(stage, recipe, family), "sampler": "class_balanced", "weight_decay": 5e-4}
+        # the base's values come last: under --recipe kang they include Kang et al.'s sampler and weight decay
+        return {"sampler": "class_balanced", "weight_decay": 5e-4, **super().hparams(stage, recipe, family)}
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         super().prepare(model, ctx)

@@ -4,7 +4,8 @@ w_k <- w_k / ||w_k||^tau, bias dropped (Kang et al.) or kept (``keep_bias``: the
 ``--recipe official``). tau_norm sweeps tau over [tau_min, tau_max] in steps of tau_step and keeps the
 best on the validation split (class-mean accuracy); the chosen tau and the whole curve (val, and test
 for information) go into the record. l2_norm is tau = 1. Under ``--recipe official`` tau is fixed as
-in the WB code: 1.9 for tau_norm (the weight-decay-trained backbone), 1.0 for l2_norm.
+in the WB code: 1.9 for tau_norm (the weight-decay-trained backbone), 1.0 for l2_norm. The default is
+also Kang et al.'s (``--recipe kang``): their tau_norm.py tries tau in linspace(0, 2, 21) without the bias.
 """
 
 from __future__ import annotations
