@@ -146,111 +146,172 @@ def _evaluate_for_selection(model: torch.nn.Module, splits: Splits, device: torc
     return val, test
 
 
-def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: RunDir, seed: int,
-                opts: RunOptions, title: str, frozen: torch.nn.Module | None = None,
-                dist: Dist = SINGLE) -> dict[str, Any]:
-    """Train one stage with per-epoch checkpoints; returns the selection summary. Resumes from the
-    run directory's checkpoint when there is one. ``frozen`` (a part of ``model``) stays in eval mode.
-    With several processes (``dist``) each trains on its shard of every global batch and only rank 0
-    writes; see ltbench.distributed."""
-    hp, splits, device = ctx.hp, ctx.splits, ctx.device
+@dataclass
+class Selection:
+    """How a stage picks the weights it reports: the best epoch on ``val`` (class-mean accuracy) or on
+    ``test`` (top-1; the papers' common practice, labelled), or the ``last`` epoch. ``best`` (epoch,
+    score, weights) goes into every checkpoint."""
+
+    rule: str
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "score": None, "state": None})
+
+    def offer(self, model: torch.nn.Module, epoch: int, val: float | None, test: float | None) -> None:
+        """After an epoch: keep its weights when they score best so far."""
+        score = {"val": val, "test": test}.get(self.rule)
+        if score is not None and (self.best["score"] is None or score > self.best["score"]):
+            self.best = {"epoch": epoch + 1, "score": score,
+                         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+    def finish(self, model: torch.nn.Module, splits: Splits, device: torch.device, epochs: int,
+               bs: int) -> dict[str, Any]:
+        """Load the chosen weights into ``model``; the summary for result.json (with the last epoch's
+        test numbers when another epoch was chosen, for tables that report the last epoch)."""
+        if self.rule != "last" and self.best["state"] is not None:
+            last_test = None
+            if self.best["epoch"] != epochs:
+                logits, y = predict(model, splits, "test", device, batch_size=bs)
+                last_test = accuracy_report(logits, y, splits.class_counts, splits.shot_rule)
+            model.load_state_dict(self.best["state"])
+            selected = {"rule": self.rule, "epoch": self.best["epoch"], "score": self.best["score"],
+                        "last_epoch_test": last_test}
+        else:
+            selected = {"rule": "last", "epoch": epochs, "score": None}
+        if self.rule == "test":
+            selected["warning"] = "checkpoint selected on the test set (the papers' common practice); not a clean protocol"
+        return selected
+
+
+def _optimizer(model: torch.nn.Module, method: Method, ctx: StageContext) -> tuple[torch.optim.SGD, float]:
+    """SGD over the method's parameter groups at the stage's effective lr (the schedule scales each
+    group's ``base_lr``); the effective peak lr."""
+    hp = ctx.hp
     groups = method.param_groups(model, ctx)
     peak = effective_lr(hp)
     for g in groups:
         g.setdefault("lr", hp["lr"])
         g["base_lr"] = g["lr"] * peak / hp["lr"]
-    opt = torch.optim.SGD(groups, lr=peak, momentum=hp["momentum"], nesterov=hp["nesterov"])
-    amp = setting(hp, "precision") == "bf16"
+    return torch.optim.SGD(groups, lr=peak, momentum=hp["momentum"], nesterov=hp["nesterov"]), peak
 
-    start, best = 0, {"epoch": None, "score": None, "state": None}
+
+def _resume(model: torch.nn.Module, opt: torch.optim.Optimizer, ctx: StageContext, rd: RunDir, title: str,
+            selection: Selection) -> int:
+    """Load this stage's checkpoint when the run directory has one; the epochs it holds (0 without)."""
     ck = rd.load_checkpoint()
-    if ck is not None and ck.get("stage") == ctx.stage:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        # the checkpoint loads on the CPU: its method-state tensors go where prepare() put them
-        ctx.state.update(to_device(ck.get("method_state", {}), device))
-        start, best = ck["epoch"], ck["best"]
-        console.print(f"[dim]{escape(title)}: resuming after epoch {start} from {escape(str(rd.checkpoint_file))}[/dim]")
+    if ck is None or ck.get("stage") != ctx.stage:
+        return 0
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    # the checkpoint loads on the CPU: its method-state tensors go where prepare() put them
+    ctx.state.update(to_device(ck.get("method_state", {}), ctx.device))
+    selection.best = ck["best"]
+    console.print(f"[dim]{escape(title)}: resuming after epoch {ck['epoch']} from "
+                  f"{escape(str(rd.checkpoint_file))}[/dim]")
+    return ck["epoch"]
+
+
+@dataclass
+class EpochLoop:
+    """What one epoch of a stage needs: the modules, the optimizer and the stage's settings."""
+
+    net: torch.nn.Module  # what the steps run (DDP-wrapped and/or compiled ``model``)
+    model: torch.nn.Module
+    method: Method
+    ctx: StageContext
+    opt: torch.optim.Optimizer
+    peak: float
+    seed: int
+    steps: int
+    dist: Dist
+    frozen: torch.nn.Module | None
+
+    def run(self, epoch: int, bar: EpochProgress) -> dict[str, Any]:
+        """Train one epoch; its loss, accuracy, lr and speed (raises NonFiniteLoss)."""
+        hp, device, opt, t0 = self.ctx.hp, self.ctx.device, self.opt, time.time()
+        self.net.train()
+        if self.frozen is not None and setting(hp, "frozen_bn") == "eval":
+            self.frozen.eval()  # else (the WB code) its BatchNorm normalises with batch statistics and updates its own
+        amp = autocast(device) if setting(hp, "precision") == "bf16" else contextlib.nullcontext()
+        gen = per_epoch_generator(self.seed, epoch)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        seen, lr = 0, self.peak
+        for i, (x, y) in enumerate(self.ctx.splits.train_batches(hp["batch_size"], hp["sampler"], gen, device,
+                                                                 hp["augment"])):
+            f = lr_factor(hp, epoch + i / self.steps)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * f
+            lr = self.peak * f
+            part = distributed.shard(x, y, self.dist)  # this rank's slice of the global batch (all of it alone)
+            if part is None:
+                break
+            x, y, share = part
+            with amp:
+                logits = self.net(to_memory_format(x, device)).float()
+            loss = self.method.loss(logits, y, self.ctx)
+            opt.zero_grad(set_to_none=True)
+            (loss * share).backward()  # share: world size x this rank's fraction of the batch (1 alone)
+            opt.step()
+            self.method.after_step(self.model, self.ctx)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            bar.step()
+        loss_sum, correct, n_seen = distributed.sum_over_ranks(self.dist, loss_sum, correct,
+                                                               torch.tensor(seen, device=device))
+        seen = int(n_seen)
+        mean_loss = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} of stage "
+                                f"{self.ctx.stage} (lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
+        self.method.after_epoch(self.model, self.ctx)
+        t_train = time.time() - t0
+        return {"stage": self.ctx.stage, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                "train_acc": 100.0 * float(correct) / max(seen, 1), "train_s": t_train,
+                "images_per_s": seen / max(t_train, 1e-9)}
+
+
+def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: RunDir, seed: int,
+                opts: RunOptions, title: str, frozen: torch.nn.Module | None = None,
+                dist: Dist = SINGLE) -> dict[str, Any]:
+    """Train one stage with per-epoch checkpoints; returns the selection summary. Resumes from the
+    run directory's checkpoint when there is one. ``frozen`` (a part of ``model``) stays in eval mode
+    (unless ``frozen_bn=train``). With several processes (``dist``) each trains on its shard of every
+    global batch and only rank 0 writes; see ltbench.distributed."""
+    hp, splits, device = ctx.hp, ctx.splits, ctx.device
+    opt, peak = _optimizer(model, method, ctx)
+    selection = Selection(hp["select"])
+    start = _resume(model, opt, ctx, rd, title, selection)
     if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
         rd.trim_metrics(ctx.stage, start)
     net = distributed.wrap(model, dist, device)  # after the checkpoint: every rank starts from the same state
     if opts.compile:  # training forward/backward only; evaluation runs ``model`` eagerly (no recompiles)
         net = torch.compile(net)
-
     epochs, steps = hp["epochs"], _stage_steps(splits, hp)
+    loop = EpochLoop(net, model, method, ctx, opt, peak, seed, steps, dist, frozen)
     bar = EpochProgress(title, epochs, steps, start, opts.live_progress, enabled=dist.is_main)
     try:
         for epoch in range(start, epochs):
             ctx.epoch = epoch
             t0 = time.time()
-            net.train()
-            if frozen is not None and setting(hp, "frozen_bn") == "eval":
-                frozen.eval()  # else (the WB code) its BatchNorm normalises with batch statistics and updates its own
             bar.start_epoch(epoch)
-            gen = per_epoch_generator(seed, epoch)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            seen = 0
-            lr = peak
-            for i, (x, y) in enumerate(splits.train_batches(hp["batch_size"], hp["sampler"], gen, device,
-                                                            hp["augment"])):
-                f = lr_factor(hp, epoch + i / steps)
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * f
-                lr = peak * f
-                part = distributed.shard(x, y, dist)  # this rank's slice of the global batch (all of it alone)
-                if part is None:
-                    break
-                x, y, share = part
-                with autocast(device) if amp else contextlib.nullcontext():
-                    logits = net(to_memory_format(x, device)).float()
-                loss = method.loss(logits, y, ctx)
-                opt.zero_grad(set_to_none=True)
-                (loss * share).backward()  # share: world size x this rank's fraction of the batch (1 alone)
-                opt.step()
-                method.after_step(model, ctx)
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-                bar.step()
-            loss_sum, correct, n_seen = distributed.sum_over_ranks(dist, loss_sum, correct,
-                                                                   torch.tensor(seen, device=device))
-            seen = int(n_seen)
-            mean_loss = float(loss_sum) / max(seen, 1)
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} of stage "
-                                    f"{ctx.stage} (lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
-            method.after_epoch(model, ctx)
-            t_train = time.time() - t0
+            row = loop.run(epoch, bar)
             val, test = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size, opts.test_every_epoch)
-            score = {"val": val, "test": test, "last": float(epoch)}[hp["select"]]
-            if score is not None and (best["score"] is None or score > best["score"]) and hp["select"] != "last":
-                best = {"epoch": epoch + 1, "score": score,
-                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            row = {"stage": ctx.stage, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
-                   "train_acc": 100.0 * float(correct) / max(seen, 1), "val_class_mean": val, "test_top1": test,
-                   "time_s": time.time() - t0, "train_s": t_train, "images_per_s": seen / max(t_train, 1e-9)}
+            selection.offer(model, epoch, val, test)
+            row.update(val_class_mean=val, test_top1=test, time_s=time.time() - t0)
             if dist.is_main:
-                rd.append_metrics(row)
-                rd.save_checkpoint({"stage": ctx.stage, "epoch": epoch + 1, "model": model.state_dict(),
-                                    "optimizer": opt.state_dict(), "best": best, "method_state": ctx.state})
-                rd.heartbeat()
+                _save_epoch(rd, ctx, model, opt, selection, row)
             bar.end_epoch(epoch, row)
     finally:
         bar.close()
+    return selection.finish(model, splits, device, epochs, opts.eval_batch_size)
 
-    if hp["select"] != "last" and best["state"] is not None:
-        last_test = None
-        if best["epoch"] != epochs:  # the last epoch's test numbers, for tables that report the last epoch
-            logits, y = predict(model, splits, "test", device, batch_size=opts.eval_batch_size)
-            last_test = accuracy_report(logits, y, splits.class_counts, splits.shot_rule)
-        model.load_state_dict(best["state"])
-        selected = {"rule": hp["select"], "epoch": best["epoch"], "score": best["score"], "last_epoch_test": last_test}
-    else:
-        selected = {"rule": "last", "epoch": epochs, "score": None}
-    if hp["select"] == "test":
-        selected["warning"] = "checkpoint selected on the test set (the papers' common practice); not a clean protocol"
-    return selected
+
+def _save_epoch(rd: RunDir, ctx: StageContext, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                selection: Selection, row: dict[str, Any]) -> None:
+    """An epoch's metrics line, then its checkpoint (what a resumed run starts from), then a heartbeat."""
+    rd.append_metrics(row)
+    rd.save_checkpoint({"stage": ctx.stage, "epoch": row["epoch"], "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "best": selection.best, "method_state": ctx.state})
+    rd.heartbeat()
 
 
 def final_report(model: LTModel, splits: Splits, device: torch.device, bs: int) -> dict[str, Any]:

@@ -193,51 +193,15 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
         else:
             chosen = [(f"{name} ({d})" if d else name, g) for d, g in zip(describe_differences(groups), groups, strict=True)]
         for row_name, group in chosen:
-            reports = [_test_report(r, select) for r in group]
-            cell = {g: _stat([rep["top1" if g == "all" else g] for rep in reports]) for g in GROUPS}
-            cell["seeds"] = sorted(r["seed"] for r in group)
-            cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group
-                                        if min(r["classifier_norms"]) > 0])
-            cell["selected_on_test"] = any(r["selected"].get("rule") == "test" for r in group)
-            if select != "last" and any(_flip_averaged(r) for r in group):
-                cell["flip_averaged"] = True
-            rows[row_name][col] = cell
+            rows[row_name][col] = _cell(group, select)
 
     if methods:
         keep = set(methods) | ({STAGE1} if "wb" in methods else set())
         rows = defaultdict(dict, {k: v for k, v in rows.items() if _base(k) in keep})
-
-    if reference:
-        for p_row in {p.row for p in PUBLISHED if p.column in columns}:
-            if methods and _base(p_row) not in set(methods) | ({STAGE1} if "wb" in methods else set()):
-                continue
-            rows.setdefault(p_row, {})
-        for row_name, cells in rows.items():
-            for col in columns:
-                p = published(row_name, col) or published(_base(row_name), col)
-                if p is None:
-                    continue
-                cell = cells.setdefault(col, {g: {"mean": None, "std": None, "n": 0} for g in GROUPS})
-                cell["paper"] = {"many": p.many, "medium": p.medium, "few": p.few, "all": p.all, "source": p.source}
-                for g in GROUPS:
-                    ours, theirs = cell[g]["mean"], cell["paper"][g]
-                    cell[g]["delta"] = round(ours - theirs, 2) if ours is not None and theirs is not None else None
-        notes += sorted({f"paper: {cells[c]['paper']['source']}" for cells in rows.values() for c in cells
-                         if "paper" in cells[c]})
-
     missing = []
-    if reference:  # per column, the rows ltbench can fill, with the command that fills them
-        from .registry import methods as registered
-
-        known = set(registered.names())
-        for col in columns:
-            todo = [r for r in sorted(rows, key=_row_sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
-                    and (r == STAGE1 or _base(r) in known)]
-            names = list(dict.fromkeys("wb" if r == STAGE1 else _base(r) for r in todo))
-            if names:
-                how = FILL.get(col) or _fill_from_records(col, results)
-                missing.append({"column": col, "rows": todo,
-                                "command": f"ltbench run --method {','.join(names)} {how} --seed 0,1,2"})
+    if reference:
+        notes += _add_published(rows, columns, methods)
+        missing = _missing(rows, columns, results)
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
     cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
@@ -258,6 +222,59 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
     title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
     return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
             "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
+
+
+def _cell(group: list[dict[str, Any]], select: str) -> dict[str, Any]:
+    """One table cell from the seeds of one configuration: mean ± std of each group's accuracy, the
+    spread of the classifier norms, and its marks († selected on test, ‡ flip-averaged)."""
+    reports = [_test_report(r, select) for r in group]
+    cell: dict[str, Any] = {g: _stat([rep["top1" if g == "all" else g] for rep in reports]) for g in GROUPS}
+    cell["seeds"] = sorted(r["seed"] for r in group)
+    cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group
+                                if min(r["classifier_norms"]) > 0])
+    cell["selected_on_test"] = any(r["selected"].get("rule") == "test" for r in group)
+    if select != "last" and any(_flip_averaged(r) for r in group):
+        cell["flip_averaged"] = True
+    return cell
+
+
+def _add_published(rows: dict[str, dict[str, Any]], columns: list[str], methods: list[str] | None) -> list[str]:
+    """Put the published numbers (and our difference to them) into the cells, adding the published rows
+    that have no records; the notes that cite the sources."""
+    wanted = set(methods or []) | ({STAGE1} if methods and "wb" in methods else set())
+    for p_row in {p.row for p in PUBLISHED if p.column in columns}:
+        if not methods or _base(p_row) in wanted:
+            rows.setdefault(p_row, {})
+    for row_name, cells in rows.items():
+        for col in columns:
+            p = published(row_name, col) or published(_base(row_name), col)
+            if p is None:
+                continue
+            cell = cells.setdefault(col, {g: {"mean": None, "std": None, "n": 0} for g in GROUPS})
+            cell["paper"] = {"many": p.many, "medium": p.medium, "few": p.few, "all": p.all, "source": p.source}
+            for g in GROUPS:
+                ours, theirs = cell[g]["mean"], cell["paper"][g]
+                cell[g]["delta"] = round(ours - theirs, 2) if ours is not None and theirs is not None else None
+    return sorted({f"paper: {cells[c]['paper']['source']}" for cells in rows.values() for c in cells
+                   if "paper" in cells[c]})
+
+
+def _missing(rows: dict[str, dict[str, Any]], columns: list[str],
+             results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per column, the rows ltbench can fill that have no records, with the command that fills them."""
+    from .registry import methods as registered
+
+    known = set(registered.names())
+    missing = []
+    for col in columns:
+        todo = [r for r in sorted(rows, key=_row_sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
+                and (r == STAGE1 or _base(r) in known)]
+        names = list(dict.fromkeys("wb" if r == STAGE1 else _base(r) for r in todo))
+        if names:
+            how = FILL.get(col) or _fill_from_records(col, results)
+            missing.append({"column": col, "rows": todo,
+                            "command": f"ltbench run --method {','.join(names)} {how} --seed 0,1,2"})
+    return missing
 
 
 def _fill_from_records(col: str, results: Iterable[dict[str, Any]]) -> str:
