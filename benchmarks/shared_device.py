@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from cifar_files import write_cifar  # noqa: E402
 
-from ltbench.engine import RunOptions, resolve_device  # noqa: E402
+from ltbench.engine import RunOptions  # noqa: E402
+from ltbench.environment import resolve_device  # noqa: E402
 from ltbench.launch import LaunchOptions, launch, wait  # noqa: E402
 from ltbench.specs import resolve  # noqa: E402
 from ltbench.store import Store  # noqa: E402

@@ -12,6 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import LtbenchError
 
+DATA_ENV = "LTBENCH_DATA"  # the environment variable that names the data root (--data-root's default)
+
+
+def default_data_root() -> Path:
+    """Where the datasets live unless --data-root says: $LTBENCH_DATA, else ./data."""
+    return Path(os.environ.get(DATA_ENV, "data"))
+
 if TYPE_CHECKING:
     from .data import Splits
 

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .benchmark import DATA_ENV
 from .errors import LtbenchError
 
 out = Console()
@@ -90,7 +91,7 @@ def check_device(device: str, launcher: str) -> None:
     """Refuse a device this machine lacks before anything is written, when the runs will run here
     (inline or local jobs; a SLURM job's node may have what the submitting machine lacks)."""
     if launcher != "slurm":
-        from .engine import resolve_device
+        from .environment import resolve_device
 
         resolve_device(device)
 
@@ -159,7 +160,7 @@ Sets = Annotated[list[str], typer.Option("--set", metavar="STAGE.KEY=VALUE",
                                          help="override a hyperparameter (repeatable)")]
 Epochs = Annotated[int | None, typer.Option("--epochs", help="epochs of the first training stage (stage 1 of "
                                             "decoupled methods; stage 2: --set stage2.epochs=N)")]
-DataRoot = Annotated[Path, typer.Option("--data-root", envvar="LTBENCH_DATA", help="where the datasets live")]
+DataRoot = Annotated[Path, typer.Option("--data-root", envvar=DATA_ENV, help="where the datasets live")]
 Results = Annotated[Path, typer.Option("--results", help="results root")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")]
 Download = Annotated[bool, typer.Option("--download/--no-download", help="download missing public datasets")]

@@ -3,18 +3,17 @@ possible perform) the steps to get it. Registered on the main app as the `data` 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from .benchmark import DATA_ENV
 from .cli_common import user_errors
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True,
                        help="Check a copy of a benchmark's data, or see how to get it.")
 
-DEFAULT_ROOT = Path(os.environ.get("LTBENCH_DATA", "data"))
 MARKS = {"ok": "[green]  ok [/green]", "info": "[blue]  >> [/blue]", "warn": "[yellow]warn [/yellow]",
          "error": "[red]FAIL [/red]"}
 
@@ -33,7 +32,8 @@ def _print(report: Any) -> None:
 @user_errors
 def check(
     benchmark: str = typer.Argument(..., help="benchmark name, e.g. imagenet_lt"),
-    root: Path = typer.Option(DEFAULT_ROOT, "--root", "--data-root", help="where the images live (ltbench run --data-root)"),
+    root: Path = typer.Option(Path("data"), "--root", "--data-root", envvar=DATA_ENV,
+                              help="where the images live (ltbench run --data-root)"),
     split_root: Path | None = typer.Option(None, "--split-root", help="folder of the split lists (default: --root)"),
     full: bool = typer.Option(False, "--full", help="check and decode every listed image, not a sample"),
     sample: int = typer.Option(500, "--sample", help="images per split to look for and decode"),
@@ -56,7 +56,8 @@ def check(
 @user_errors
 def prepare(
     benchmark: str = typer.Argument(..., help="benchmark name, e.g. inat2018"),
-    root: Path = typer.Option(DEFAULT_ROOT, "--root", "--data-root", help="where the images go (ltbench run --data-root)"),
+    root: Path = typer.Option(Path("data"), "--root", "--data-root", envvar=DATA_ENV,
+                              help="where the images go (ltbench run --data-root)"),
     split_root: Path | None = typer.Option(None, "--split-root", help="where the split lists go (default: --root)"),
     download: bool = typer.Option(True, "--download/--no-download", help="download the published split lists that are public"),
 ) -> None:

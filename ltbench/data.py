@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -137,9 +137,62 @@ class ImageSet:
         return torch.bincount(self.y, minlength=num_classes).tolist()
 
 
+class LabelledSet(Protocol):
+    """One split as the engine reads it: its int64 labels and its size (``ImageSet``, ``TensorSet``,
+    ``ltbench.images.ImageFiles``)."""
+
+    @property
+    def y(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+
+class TrainSplits(Protocol):
+    """What the engine, evaluation and methods read of a benchmark's splits: ``Splits`` (small images
+    in memory), ``FeatureSplits`` (frozen features) and ``ltbench.images.ImageFileSplits`` (image files)
+    all offer it."""
+
+    @property
+    def train(self) -> LabelledSet: ...
+
+    @property
+    def val(self) -> LabelledSet: ...
+
+    @property
+    def test(self) -> LabelledSet: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training images per class."""
+        ...
+
+    @property
+    def shot_rule(self) -> ShotRule: ...
+
+    @property
+    def augment(self) -> Augment:
+        """The benchmark's augmentation; ``augment.flip``: the final report adds flip-averaged accuracy."""
+        ...
+
+    def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
+                      augment: bool = ...) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of (inputs, labels) batches on ``device``, in ``sampler``'s order; every random draw
+        from ``gen``."""
+        ...
+
+    def eval_batches(self, split: str, batch_size: int, device: torch.device,
+                     flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``split`` ("train", "val" or "test") in order, unaugmented; with ``flip``
+        its horizontally mirrored images."""
+        ...
+
+
 @dataclass
 class Splits:
-    """Everything a run needs to know about one benchmark instance."""
+    """Everything a run needs to know about one benchmark instance, held in memory (``TrainSplits``)."""
 
     train: ImageSet
     val: ImageSet
@@ -149,7 +202,6 @@ class Splits:
     std: tuple[float, ...]
     augment: Augment
     shot_rule: ShotRule = ShotRule()
-    select_set: str = "val"  # which split model selection uses ("val", or "test" when labelled so)
     info: dict[str, Any] = field(default_factory=dict)  # facts recorded in result.json
 
     @property
@@ -268,14 +320,14 @@ class TensorSet:
 @dataclass
 class FeatureSplits:
     """The splits of a benchmark seen through a frozen feature extractor: features are computed once
-    (no augmentation) and classifier-only stages train on them. Same batch interface as ``Splits``.
+    (no augmentation) and classifier-only stages train on them (``TrainSplits``).
     Each view holds the images of the same split of ``base`` in its order (so its labels are those of
     ``base``, on any device)."""
 
     train: TensorSet
     val: TensorSet
     test: TensorSet
-    base: Splits
+    base: TrainSplits  # the splits the features are of (in memory or image files)
     test_flip: TensorSet | None = None  # features of the mirrored test images (flip-averaged accuracy)
 
     @property

@@ -9,10 +9,6 @@ import contextlib
 import dataclasses
 import errno
 import math
-import os
-import platform
-import socket
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -22,10 +18,12 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from . import __version__, distributed
+from . import distributed
 from .backbones import LTModel, build_backbone, check_initial_weights, load_initial_weights
-from .data import Splits, per_epoch_generator, to_device
+from .benchmark import default_data_root
+from .data import TrainSplits, per_epoch_generator, to_device
 from .distributed import SINGLE, Dist
+from .environment import environment, resolve_device
 from .errors import LtbenchError
 from .evaluation import (
     accuracy_report,
@@ -42,6 +40,7 @@ from .files import damage, file_sha256, recorded_sha256
 from .method import Method, StageContext
 from .progress import EpochProgress, console
 from .registry import benchmarks, methods
+from .schedule import effective_lr, lr_factor
 from .specs import RunSpec, setting
 from .store import RunDir, Store, atomic_write_json, load_checked
 
@@ -50,7 +49,7 @@ from .store import RunDir, Store, atomic_write_json, load_checked
 class RunOptions:
     """How to run (never part of a spec): where the data is, which device, progress display."""
 
-    data_root: Path = Path(os.environ.get("LTBENCH_DATA", "data"))
+    data_root: Path = field(default_factory=default_data_root)
     split_root: Path | None = None  # split-file benchmarks: where the split lists are (default: data_root)
     init_weights: Path | None = None  # initial backbone weights; their sha256 is part of the spec
     device: str = "auto"
@@ -68,71 +67,13 @@ class NonFiniteLoss(Exception):
     pass
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LtbenchError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto.")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise LtbenchError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N.")
-    return torch.device(name)
-
-
-def lr_factor(hp: dict[str, Any], t: float) -> float:
-    """Learning-rate multiplier at fractional epoch ``t`` (0 <= t < epochs): linear warm-up over
-    ``warmup_epochs``, then cosine decay to 0 or step decay by ``gamma`` at each milestone. With
-    ``lr_update=epoch`` the lr changes once per epoch, at its start, to the value at the epoch's end
-    (the WB authors' code: epoch e of a cosine schedule at 0.5 (1 + cos(pi (e + 1) / E)), the last at 0)."""
-    epochs, warm = hp["epochs"], hp["warmup_epochs"]
-    if setting(hp, "lr_update") == "epoch":
-        t = math.floor(t) + 1.0
-    if warm > 0 and t < warm:
-        return (t + 1e-9) / warm if hp["schedule"] != "step" else (math.floor(t) + 1) / warm
-    if hp["schedule"] == "cosine":
-        span = max(epochs - warm, 1e-9)
-        return 0.5 * (1 + math.cos(math.pi * min(t - warm, span) / span))
-    if hp["schedule"] == "step":
-        done = math.floor(t)
-        return hp["gamma"] ** sum(done >= m * epochs for m in hp["milestones"])
-    return 1.0
-
-
-def effective_lr(hp: dict[str, Any]) -> float:
-    """The stage's peak lr: ``lr``, scaled by batch_size / base_batch under ``lr_scaling=linear``
-    (batch_size is the global batch, whatever the number of GPUs)."""
-    if setting(hp, "lr_scaling") == "linear":
-        return hp["lr"] * hp["batch_size"] / setting(hp, "base_batch")
-    return hp["lr"]
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except Exception:
-        return None
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import torchvision
-
-    env = {"ltbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-           "python": platform.python_version(), "host": socket.gethostname(), "git_sha": _git_sha(),
-           "device": str(device), "threads": torch.get_num_threads(),
-           "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-    return env
-
-
-def _stage_steps(splits: Splits, hp: dict[str, Any]) -> int:
+def _stage_steps(splits: TrainSplits, hp: dict[str, Any]) -> int:
     n = len(splits.train)
     full, rest = divmod(n, hp["batch_size"])
     return full + (1 if rest >= 2 else 0)
 
 
-def _evaluate_for_selection(model: torch.nn.Module, splits: Splits, device: torch.device, hp: dict[str, Any],
+def _evaluate_for_selection(model: torch.nn.Module, splits: TrainSplits, device: torch.device, hp: dict[str, Any],
                             bs: int, test_every_epoch: bool) -> tuple[float | None, float | None]:
     """(val class-mean accuracy, test top-1) after an epoch; the test set only when selection reads it
     (select=test) or when asked (--test-every-epoch): the reported numbers come from the final report."""
@@ -162,7 +103,7 @@ class Selection:
             self.best = {"epoch": epoch + 1, "score": score,
                          "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
-    def finish(self, model: torch.nn.Module, splits: Splits, device: torch.device, epochs: int,
+    def finish(self, model: torch.nn.Module, splits: TrainSplits, device: torch.device, epochs: int,
                bs: int) -> dict[str, Any]:
         """Load the chosen weights into ``model``; the summary for result.json (with the last epoch's
         test numbers when another epoch was chosen, for tables that report the last epoch)."""
@@ -314,7 +255,7 @@ def _save_epoch(rd: RunDir, ctx: StageContext, model: torch.nn.Module, opt: torc
     rd.heartbeat()
 
 
-def final_report(model: LTModel, splits: Splits, device: torch.device, bs: int) -> dict[str, Any]:
+def final_report(model: LTModel, splits: TrainSplits, device: torch.device, bs: int) -> dict[str, Any]:
     counts = splits.class_counts
     out: dict[str, Any] = {}
     for split in ("val", "test"):
@@ -430,7 +371,7 @@ class ClassifierHead(torch.nn.Module):
         return self.classifier(x)
 
 
-def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch.device, opts: RunOptions,
+def _stage_features(model: LTModel, spec: RunSpec, splits: TrainSplits, device: torch.device, opts: RunOptions,
                     store: Store, dist: Dist) -> tuple[Any, str, dict[str, Any]]:
     """The frozen backbone's features of train, val and test for a classifier-only stage. They are
     kept in the stage-1 run's ``features/`` folder, content-addressed (``feature_key``), so every
@@ -457,7 +398,7 @@ def _stage_features(model: LTModel, spec: RunSpec, splits: Splits, device: torch
     return feats, key, {"features": how, "features_s": time.time() - t0}
 
 
-def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: Splits, device: torch.device,
+def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSplits, device: torch.device,
          opts: RunOptions, title: str, store: Store, dist: Dist = SINGLE) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     if device.type == "cuda":  # the fastest convolutions for training; evaluation and features pick

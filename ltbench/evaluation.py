@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from .data import FeatureSplits, ShotRule, Splits, TensorSet
+from .data import FeatureSplits, ShotRule, TensorSet, TrainSplits
 from .files import damage, recorded_sha256, write_checked
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, splits: Splits, split: str, device: torch.device, mirrored: bool = False,
-            batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: torch.nn.Module, splits: TrainSplits, split: str, device: torch.device,
+            mirrored: bool = False, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits (on the CPU) and labels of a split, or with ``mirrored`` of its horizontally
     mirrored images (the flip-averaged accuracy uses the mean of both). The model runs in float32, no
     autocast (``exact_arithmetic``): bf16 logits would tie often, and argmax sends ties to class 0."""
@@ -100,7 +100,8 @@ def to_memory_format(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(features: torch.nn.Module, splits: Splits, device: torch.device, bs: int = 256) -> FeatureSplits:
+def extract_features(features: torch.nn.Module, splits: TrainSplits, device: torch.device,
+                     bs: int = 256) -> FeatureSplits:
     """Run the frozen feature extractor (eval mode) once over train, val and test, unaugmented, and
     over the mirrored test images where the benchmark reports flip-averaged accuracy. In float32 with
     deterministic convolutions (``exact_arithmetic``), as ``feature_key`` promises: the features serve
@@ -179,7 +180,7 @@ def save_features(feats: FeatureSplits, path: Path) -> None:
     write_checked(path, lambda tmp: torch.save(tensors, tmp))
 
 
-def load_features(path: Path, splits: Splits, device: torch.device) -> tuple[FeatureSplits | None, str]:
+def load_features(path: Path, splits: TrainSplits, device: torch.device) -> tuple[FeatureSplits | None, str]:
     """Features saved by ``save_features`` for these splits, on ``device``, and "" ; or None and why
     not: the file is missing, has no recorded checksum or does not match it, cannot be read, or does
     not fit the splits (then they are extracted again)."""

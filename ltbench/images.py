@@ -1,8 +1,9 @@
 """The image pipeline of the split-file benchmarks (ImageNet-LT, iNaturalist 2018, Places-LT):
 reading, decoding and the standard ImageNet-style augmentation of image files, batched for the engine
-(the split lists themselves: ``ltbench.splitfile``).
+(the split lists themselves: ``ltbench.splitfile``, which imports this module, never the reverse).
 
-``ImageFileSplits`` offers the engine the same interface as ``ltbench.data.Splits``:
+``ImageFileSplits`` offers the engine the interface ``ltbench.data.TrainSplits``, as ``ltbench.data.Splits``
+does:
 
 - the epoch's order comes from ``ltbench.data.sample_indices`` and one seed per image is drawn from
   the epoch generator; every random choice of an image's augmentation comes from its own seed, so a
@@ -32,7 +33,7 @@ import torch.utils.data
 
 from .data import Augment, ShotRule, normalize, sample_indices
 from .errors import LtbenchError
-from .splitfile import SplitList
+from .splitlist import SplitList
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -262,7 +263,7 @@ def decode_on(device: torch.device) -> str:
 
 @dataclass
 class ImageFileSplits:
-    """The engine's view of an image-file benchmark (the interface of ``ltbench.data.Splits``)."""
+    """The engine's view of an image-file benchmark (the interface ``ltbench.data.TrainSplits``)."""
 
     train: ImageFiles
     val: ImageFiles
@@ -272,7 +273,6 @@ class ImageFileSplits:
     benchmark: str
     augment: Augment = Augment(crop_padding=0, flip=True)  # flip: the final report adds flip-averaged accuracy
     shot_rule: ShotRule = ShotRule(100, 20)
-    select_set: str = "val"
     info: dict[str, Any] = field(default_factory=dict)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD

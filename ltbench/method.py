@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:  # torch is imported lazily so that `ltbench list/table/status` start fast
     import torch
 
-    from .data import Splits
+    from .data import TrainSplits
 
 
 @dataclass
@@ -23,7 +23,7 @@ class StageContext:
 
     stage: str
     hp: dict[str, Any]
-    splits: Splits
+    splits: TrainSplits  # the benchmark's splits, or in a frozen-feature stage their features
     device: torch.device
     num_classes: int
     class_counts: list[int]
@@ -49,6 +49,10 @@ class Method:
     # this method sets on purpose in hparams(). Any other engine key that hparams() returns for a
     # training stage is a name clash, refused when the method registers (check_hparam_names).
     overrides: ClassVar[frozenset[str]] = frozenset()
+    # Tables: rows are sorted by table_order (the built-ins from 0 to 60; plugins after them, by name),
+    # and a decoupled method may show the stage-1 run it builds on as a row of its own: (row name, order).
+    table_order: ClassVar[float] = 100.0
+    stage1_row: ClassVar[tuple[str, float] | None] = None
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         """The method's hyperparameters of ``stage`` and their defaults: its own keys (e.g. ``beta``),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .benchmark import Benchmark
 from .errors import LtbenchError
 from .files import file_sha256
+from .splitlist import SplitList  # a leaf module, so that ltbench.images need not import this one
 
 if TYPE_CHECKING:
     from .images import ImageFileSplits, ImageTransform
@@ -32,22 +33,6 @@ class SplitFacts:
     classes: int
     max_per_class: int
     min_per_class: int
-
-
-@dataclass
-class SplitList:
-    """A parsed split file: image paths (relative), labels, and the line each entry came from."""
-
-    file: Path
-    paths: list[str]
-    labels: list[int]
-    line_numbers: list[int]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def where(self, i: int) -> str:
-        return f"{self.file}:{self.line_numbers[i]}"
 
 
 def outside_root(path: str) -> str | None:

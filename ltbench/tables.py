@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -23,14 +24,47 @@ from typing import Any
 from tabulate import tabulate
 
 from .errors import DamagedRecord
-from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, STAGE1, published
+from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, published
 from .specs import setting
 from .store import Store
 
 FORMATS = ("github", "latex", "csv", "json")
 GROUPS = ("many", "medium", "few", "all")
-ROW_ORDER = ["ce", STAGE1, "cb", "ldam_drw", "logit_adj", "balanced_softmax", "crt", "lws", "l2_norm", "tau_norm",
-             "logit_adj_posthoc", "wb"]
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """The rows of a table as the registered methods say (Method.table_order, Method.stage1_row)."""
+
+    order: dict[str, float]  # row name -> sort key
+    stage1_rows: dict[str, str]  # method -> the row of the stage-1 run it builds on (weight balancing's)
+
+    @staticmethod
+    def from_registry() -> RowLayout:
+        from .registry import methods
+
+        order, stage1_rows = {}, {}
+        for e in methods.entries():
+            order[e.name] = float(getattr(e.obj, "table_order", 100.0))
+            row = getattr(e.obj, "stage1_row", None)
+            if row is not None:
+                stage1_rows[e.name] = row[0]
+                order[row[0]] = float(row[1])
+        return RowLayout(order, stage1_rows)
+
+    def base(self, name: str) -> str:
+        """The method (or stage-1 row) a row belongs to: "ce (weight_decay=0.005)" -> "ce"."""
+        return name if name in self.order else name.split(" (")[0]
+
+    def sort_key(self, name: str) -> tuple[float, str]:
+        return (self.order.get(self.base(name), math.inf), name)
+
+    def method_of(self, row: str) -> str:
+        """The method whose run fills a row (a stage-1 row: the method that builds on it)."""
+        return next((m for m, r in self.stage1_rows.items() if r == row), self.base(row))
+
+    def with_stage1(self, methods: Iterable[str]) -> set[str]:
+        return set(methods) | {self.stage1_rows[m] for m in methods if m in self.stage1_rows}
 
 
 @dataclass
@@ -55,7 +89,7 @@ class Records:
         for r in self.results:
             parent = r["method_record"].get("parent")
             if isinstance(parent, str) and parent not in self.run_ids and (shown is None or (
-                    r["label"] in shown["columns"] and any(_base(row) == r["method"] for row in shown["rows"]))):
+                    r["label"] in shown["columns"] and any(row.split(" (")[0] == r["method"] for row in shown["rows"]))):
                 orphans[parent].append(f"{r['method']} {r['run_id']}")
         for parent, users in orphans.items():
             notes.append(f"{', '.join(users)} build{'s' if len(users) == 1 else ''} on stage-1 run {parent}, which is "
@@ -144,15 +178,6 @@ def _val_score(rs: list[dict[str, Any]]) -> float:
     return statistics.fmean(vals) if vals else float("-inf")
 
 
-def _base(name: str) -> str:
-    """The method (or STAGE1) a row belongs to: "ce (weight_decay=0.005)" -> "ce"."""
-    return name if name in ROW_ORDER else name.split(" (")[0]
-
-
-def _row_sort_key(name: str) -> tuple[int, str]:
-    return (ROW_ORDER.index(_base(name)) if _base(name) in ROW_ORDER else len(ROW_ORDER), name)
-
-
 def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None = None,
                 methods: list[str] | None = None, columns: list[str] | None = None, select: str = "val",
                 reference: bool = False) -> dict[str, Any]:
@@ -163,7 +188,9 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
     are many / medium / few / all of that benchmark.
     """
     rs = [r for r in results if not datasets or r["benchmark"] in datasets]
-    parents_of_wb = {r["method_record"].get("parent") for r in rs if r["method"] == "wb"}
+    layout = RowLayout.from_registry()
+    stage1_of = {r["method_record"].get("parent"): layout.stage1_rows[r["method"]] for r in rs
+                 if r["method"] in layout.stage1_rows}
     if columns is None:
         have = sorted({r["label"] for r in rs})
         columns = have if datasets else \
@@ -175,8 +202,8 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
     cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rs:
         names = [r["method"]]
-        if r["run_id"] in parents_of_wb and select == "val":
-            names.append(STAGE1)
+        if r["run_id"] in stage1_of and select == "val":
+            names.append(stage1_of[r["run_id"]])
         for name in names:
             cand[(name, r["label"])][_config_key(r)].append(r)
 
@@ -196,12 +223,12 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
             rows[row_name][col] = _cell(group, select)
 
     if methods:
-        keep = set(methods) | ({STAGE1} if "wb" in methods else set())
-        rows = defaultdict(dict, {k: v for k, v in rows.items() if _base(k) in keep})
+        keep = layout.with_stage1(methods)
+        rows = defaultdict(dict, {k: v for k, v in rows.items() if layout.base(k) in keep})
     missing = []
     if reference:
-        notes += _add_published(rows, columns, methods)
-        missing = _missing(rows, columns, results)
+        notes += _add_published(rows, columns, methods, layout)
+        missing = _missing(rows, columns, results, layout)
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
     cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
@@ -212,7 +239,7 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
         notes.append("‡: test accuracy averaged over each image and its mirror image (data.report=test_flip_avg, "
                      "as the WB authors' code reports)")
 
-    ordered = dict(sorted(rows.items(), key=lambda kv: _row_sort_key(kv[0])))
+    ordered = dict(sorted(rows.items(), key=lambda kv: layout.sort_key(kv[0])))
     if select == "last":
         kind = "last epoch"
     elif on_test and len(on_test) == len(cells):
@@ -238,16 +265,17 @@ def _cell(group: list[dict[str, Any]], select: str) -> dict[str, Any]:
     return cell
 
 
-def _add_published(rows: dict[str, dict[str, Any]], columns: list[str], methods: list[str] | None) -> list[str]:
+def _add_published(rows: dict[str, dict[str, Any]], columns: list[str], methods: list[str] | None,
+                   layout: RowLayout) -> list[str]:
     """Put the published numbers (and our difference to them) into the cells, adding the published rows
     that have no records; the notes that cite the sources."""
-    wanted = set(methods or []) | ({STAGE1} if methods and "wb" in methods else set())
+    wanted = layout.with_stage1(methods or [])
     for p_row in {p.row for p in PUBLISHED if p.column in columns}:
-        if not methods or _base(p_row) in wanted:
+        if not methods or layout.base(p_row) in wanted:
             rows.setdefault(p_row, {})
     for row_name, cells in rows.items():
         for col in columns:
-            p = published(row_name, col) or published(_base(row_name), col)
+            p = published(row_name, col) or published(layout.base(row_name), col)
             if p is None:
                 continue
             cell = cells.setdefault(col, {g: {"mean": None, "std": None, "n": 0} for g in GROUPS})
@@ -259,17 +287,15 @@ def _add_published(rows: dict[str, dict[str, Any]], columns: list[str], methods:
                    if "paper" in cells[c]})
 
 
-def _missing(rows: dict[str, dict[str, Any]], columns: list[str],
-             results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def _missing(rows: dict[str, dict[str, Any]], columns: list[str], results: Iterable[dict[str, Any]],
+             layout: RowLayout) -> list[dict[str, Any]]:
     """Per column, the rows ltbench can fill that have no records, with the command that fills them."""
-    from .registry import methods as registered
-
-    known = set(registered.names())
+    known = set(layout.order)
     missing = []
     for col in columns:
-        todo = [r for r in sorted(rows, key=_row_sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
-                and (r == STAGE1 or _base(r) in known)]
-        names = list(dict.fromkeys("wb" if r == STAGE1 else _base(r) for r in todo))
+        todo = [r for r in sorted(rows, key=layout.sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
+                and layout.base(r) in known]
+        names = list(dict.fromkeys(layout.method_of(r) for r in todo))
         if names:
             how = FILL.get(col) or _fill_from_records(col, results)
             missing.append({"column": col, "rows": todo,

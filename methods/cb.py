@@ -50,6 +50,7 @@ def check_beta(where: str, beta: Any) -> list[str]:
 @methods.register()
 class CB(Method):
     name = "cb"
+    table_order = 10  # row order in tables
     description = "CE with class-balanced loss weights (Cui et al. 2019), one stage"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

@@ -9,4 +9,5 @@ from ltbench.registry import methods
 @methods.register()
 class CE(Method):
     name = "ce"
+    table_order = 0  # row order in tables
     description = "cross-entropy, instance-balanced sampling"

@@ -16,6 +16,7 @@ from ltbench.registry import methods
 @methods.register()
 class CRT(ClassifierRetraining):
     name = "crt"
+    table_order = 40  # row order in tables
     overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "classifier re-training with class-balanced sampling (Kang et al. 2020)"
 

@@ -35,6 +35,7 @@ def ldam_margins(counts: list[int], max_m: float) -> torch.Tensor:
 @methods.register()
 class LDAMDRW(Method):
     name = "ldam_drw"
+    table_order = 20  # row order in tables
     description = "LDAM loss with deferred re-weighting (Cao et al. 2019)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ def log_prior(counts: list[int]) -> torch.Tensor:
 @methods.register()
 class LogitAdjusted(Method):
     name = "logit_adj"
+    table_order = 30  # row order in tables
     description = "logit-adjusted loss, CE on z + tau log(prior) (Menon et al. 2021)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
@@ -40,12 +41,14 @@ class LogitAdjusted(Method):
 @methods.register()
 class BalancedSoftmax(LogitAdjusted):
     name = "balanced_softmax"
+    table_order = 31  # row order in tables
     description = "balanced softmax: logit-adjusted loss with tau = 1 (Ren et al. 2020)"
 
 
 @methods.register()
 class LogitAdjustedPosthoc(ClassifierRetraining):
     name = "logit_adj_posthoc"
+    table_order = 52  # row order in tables
     description = "post-hoc logit adjustment of the stage-1 model: z - tau log(prior)"
     stages = ("posthoc",)
 

@@ -32,6 +32,7 @@ class ScaledLinear(nn.Module):
 @methods.register()
 class LWS(ClassifierRetraining):
     name = "lws"
+    table_order = 41  # row order in tables
     overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "learnable per-class logit scale on the frozen classifier (Kang et al. 2020)"
 

@@ -28,6 +28,7 @@ def tau_normalized(weight: torch.Tensor, tau: float) -> torch.Tensor:
 @methods.register()
 class TauNorm(ClassifierRetraining):
     name = "tau_norm"
+    table_order = 51  # row order in tables
     description = "post-hoc w/||w||^tau, tau chosen on validation (Kang et al. 2020)"
     stages = ("posthoc",)
 
@@ -80,6 +81,7 @@ class TauNorm(ClassifierRetraining):
 @methods.register()
 class L2Norm(TauNorm):
     name = "l2_norm"
+    table_order = 50  # row order in tables
     description = "post-hoc w/||w|| (tau-norm with tau = 1)"
 
     fixed_tau = 1.0

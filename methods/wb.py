@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.reference import STAGE1
 from ltbench.registry import methods
 
 from .cb import cb_loss, cb_weights, check_beta
@@ -37,6 +38,8 @@ def maxnorm_radius(weight: torch.Tensor, t: float) -> float:
 @methods.register()
 class WB(ClassifierRetraining):
     name = "wb"
+    table_order = 60  # row order in tables
+    stage1_row = (STAGE1, 1)  # its stage-1 run is a row of its own, right after ce
     overrides = ClassifierRetraining.overrides | {"weight_decay", "select"}  # set on purpose
     description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
 

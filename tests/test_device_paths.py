@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import torch
 
-from ltbench import images, launch
+from ltbench import images, launch, local
 from ltbench.backbones import small_cnn
 from ltbench.data import Augment, FeatureSplits, ImageSet, Splits, TensorSet, per_epoch_generator
 from ltbench.distributed import SINGLE, Dist, device_for
@@ -307,12 +307,12 @@ def test_local_jobs_get_the_gpus_of_the_allocation(visible: str, expected: list[
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert launch._visible_gpus() == expected
+    assert local._visible_gpus() == expected
     specs = [resolve("ce", "digits_lt", epochs=1, seed=s) for s in (0, 1)]
     lo = launch.LaunchOptions(launcher="local", setup=["export LTBENCH_TEST_SETUP=yes"])
     _FakePopen.started = []
     monkeypatch.setattr(submitit.local.local.subprocess, "Popen", _FakePopen)
-    launched = list(launch._launch_local(specs, Store(tmp_path), RunOptions(device="cuda"), lo, tmp_path / "jobs"))
+    launched = list(local._launch_local(specs, Store(tmp_path), RunOptions(device="cuda"), lo, tmp_path / "jobs"))
     monkeypatch.undo()  # the real subprocess module again, for the shell below
     assert sorted(x.entry["gpus"] for x in launched) == sorted([g] for g in expected)
     seen = sorted(_job_sees(*start) for start in _FakePopen.started)

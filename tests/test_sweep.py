@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench import launch
+from ltbench import launch, local
 from ltbench.cli import app
 from ltbench.errors import LtbenchError
 from ltbench.launch import Launched, Manifest, deal, parse_sbatch_flags
@@ -198,17 +198,17 @@ class _Live:
 
 
 def test_jobs_per_gpu_fills_every_gpu_once_before_any_twice(monkeypatch):
-    monkeypatch.setattr(launch, "_visible_gpus", lambda: [0, 1])
+    monkeypatch.setattr(local, "_visible_gpus", lambda: [0, 1])
     lo = launch.LaunchOptions(launcher="local")
-    assert launch._local_slots(lo, _Live([])) == [(0,), (1,)]
+    assert local._local_slots(lo, _Live([])) == [(0,), (1,)]
     lo = launch.LaunchOptions(launcher="local", jobs_per_gpu=3)
-    assert launch._local_slots(lo, _Live([])) == [(0,), (1,), (0,), (1,), (0,), (1,)]
+    assert local._local_slots(lo, _Live([])) == [(0,), (1,), (0,), (1,), (0,), (1,)]
     # two jobs of an earlier launch hold GPU 0 twice: it has one place left, GPU 1 three
-    assert launch._local_slots(lo, _Live([[0], [0]])) == [(1,), (1,), (0,), (1,)]
-    assert launch._local_slots(dataclasses.replace(lo, max_jobs=3), _Live([[0]])) == [(1,), (0,)]
-    assert launch._local_slots(dataclasses.replace(lo, gpus=2), _Live([])) == [(0, 1), (0, 1), (0, 1)]
+    assert local._local_slots(lo, _Live([[0], [0]])) == [(1,), (1,), (0,), (1,)]
+    assert local._local_slots(dataclasses.replace(lo, max_jobs=3), _Live([[0]])) == [(1,), (0,)]
+    assert local._local_slots(dataclasses.replace(lo, gpus=2), _Live([])) == [(0, 1), (0, 1), (0, 1)]
     with pytest.raises(LtbenchError, match="the local launcher is busy"):
-        launch._local_slots(lo, _Live([[0], [1]] * 3))
+        local._local_slots(lo, _Live([[0], [1]] * 3))
 
 
 def test_parse_sbatch_flags():
