@@ -403,16 +403,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
     torch.manual_seed(spec.seed)
     if device.type == "cuda":  # the fastest convolutions for training; evaluation and features pick
         torch.backends.cudnn.benchmark = True  # deterministic ones (ltbench.evaluation.exact_arithmetic)
-    model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels)
-    records: dict[str, Any] = {}
-    if spec.parent is not None:
-        parent = store.run_dir(spec.parent_spec())
-        model.load_state_dict(load_checked(parent.model_file, f"delete {parent.path} (its stage-1 run) and run "
-                                           "the same command again: it is trained anew"))
-        records["parent"] = parent.run_id
-        records["parent_model_sha256"] = recorded_sha256(parent.model_file) or file_sha256(parent.model_file)
-    elif spec.init is not None:
-        records["init_weights"] = load_initial_weights(model, opts.init_weights)
+    model, records = _initial_model(spec, bench, splits, opts, store)
     model = distributed.prepare_model(model, dist, opts.sync_bn, device)
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
     t0 = time.time()
@@ -455,19 +446,43 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
         records["final_eval"] = "cached_features"
     else:
         report = final_report(model, splits, device, opts.eval_batch_size)
-    result = {
+    result = _record(spec, bench, splits, selected, report, records, device, opts, dist, train_s, time.time() - t1)
+    if dist.is_main:
+        result["model_sha256"] = rd.save_model(model.state_dict())
+        atomic_write_json(rd.result_file, result)
+        rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    return result
+
+
+def _initial_model(spec: RunSpec, bench: Any, splits: TrainSplits, opts: RunOptions,
+                   store: Store) -> tuple[LTModel, dict[str, Any]]:
+    """The backbone a run starts from: its stage-1 run's model.pt (checked against its sha256), the
+    --init-weights file, or a random init; and what the record says about it."""
+    model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels)
+    records: dict[str, Any] = {}
+    if spec.parent is not None:
+        parent = store.run_dir(spec.parent_spec())
+        model.load_state_dict(load_checked(parent.model_file, f"delete {parent.path} (its stage-1 run) and run "
+                                           "the same command again: it is trained anew"))
+        records["parent"] = parent.run_id
+        records["parent_model_sha256"] = recorded_sha256(parent.model_file) or file_sha256(parent.model_file)
+    elif spec.init is not None:
+        records["init_weights"] = load_initial_weights(model, opts.init_weights)
+    return model, records
+
+
+def _record(spec: RunSpec, bench: Any, splits: TrainSplits, selected: dict[str, Any], report: dict[str, Any],
+            records: dict[str, Any], device: torch.device, opts: RunOptions, dist: Dist, train_s: float,
+            eval_s: float) -> dict[str, Any]:
+    """result.json of a finished run (model_sha256 is added when model.pt is written)."""
+    return {
         "run_id": spec.run_id, "spec": spec.canonical(), "label": bench.label(spec.data),
         "benchmark": spec.benchmark, "method": spec.method, "backbone": spec.backbone, "recipe": spec.recipe,
         "seed": spec.seed, "selected": selected, **report,
         "class_counts": splits.class_counts, "shot_rule": splits.shot_rule.describe(),
         "groups": {k: len(v) for k, v in splits.shot_rule.groups(splits.class_counts).items()},
         "data_info": splits.info, "method_record": records,
-        "timings": {"train_s": train_s, "final_eval_s": time.time() - t1},
+        "timings": {"train_s": train_s, "final_eval_s": eval_s},
         "env": {**environment(device), **distributed.describe(dist, spec.stages, opts.sync_bn),
                 "compile": opts.compile, **opts.extra_env},
     }
-    if dist.is_main:
-        result["model_sha256"] = rd.save_model(model.state_dict())
-        atomic_write_json(rd.result_file, result)
-        rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-    return result

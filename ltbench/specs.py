@@ -307,23 +307,29 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
             raise LtbenchError("with --stage1 RUN the stage-1 settings, the backbone and the data come from that "
                                "run; drop --imbalance/--backbone/--epochs/--init-weights/--set stage1.*/data.* "
                                "(stage-2 epochs: --set stage2.epochs=N).")
-        parent = RunSpec.from_json(stage1_run)
-        mine = benchmarks.get(benchmark)()
-        theirs = benchmarks.get(parent.benchmark)()
-        if parent.benchmark != benchmark or theirs.num_classes != mine.num_classes:
-            raise LtbenchError(
-                f"stage-1 run {parent.run_id} was trained on {theirs.label(parent.data)} ({theirs.num_classes} "
-                f"classes), but {method} was asked to run on {benchmark} ({mine.num_classes} classes); pick a "
-                f"stage-1 run of {benchmark}.")
-        if parent.method != m.stage1:
-            raise LtbenchError(f"stage-1 run {parent.run_id} is a {parent.method} run; {method} builds on a "
-                               f"{m.stage1} run.")
+        parent = _given_stage1(stage1_run, m, benchmark)
         own_sets = overrides
     spec = _resolve_one(method, benchmark, parent.backbone, recipe, None, None, own_sets, {}, seed,
                         data=parent.data)
     return RunSpec(benchmark=spec.benchmark, data=spec.data, method=method, backbone=parent.backbone,
                    recipe=spec.recipe, seed=spec.seed, stages=spec.stages, parent=parent.canonical(),
                    origins={**spec.origins, "backbone": "stage-1 run"}, parent_origins=parent.origins)
+
+
+def _given_stage1(stage1_run: dict[str, Any], m: Method, benchmark: str) -> RunSpec:
+    """The spec of the finished stage-1 run that --stage1 names, checked to fit ``m`` on ``benchmark``."""
+    parent = RunSpec.from_json(stage1_run)
+    mine = benchmarks.get(benchmark)()
+    theirs = benchmarks.get(parent.benchmark)()
+    if parent.benchmark != benchmark or theirs.num_classes != mine.num_classes:
+        raise LtbenchError(
+            f"stage-1 run {parent.run_id} was trained on {theirs.label(parent.data)} ({theirs.num_classes} "
+            f"classes), but {m.name} was asked to run on {benchmark} ({mine.num_classes} classes); pick a "
+            f"stage-1 run of {benchmark}.")
+    if parent.method != m.stage1:
+        raise LtbenchError(f"stage-1 run {parent.run_id} is a {parent.method} run; {m.name} builds on a "
+                           f"{m.stage1} run.")
+    return parent
 
 
 def _apply_sets(overrides: list[Override], stages: dict[str, dict[str, Any]], data: dict[str, Any],
@@ -367,6 +373,32 @@ def _apply_sets(overrides: list[Override], stages: dict[str, dict[str, Any]], da
                                    "or drop it.")
 
 
+def _stage_values(m: Method, rec: dict[str, Any], recipe: str, family: str,
+                  fixed: dict[str, tuple[dict[str, Any], str]], epochs: int | None,
+                  origins: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every stage's values before --set, in the order that later ones override: the engine's defaults
+    (training stages), the recipe, the method, ``fixed`` (e.g. WB's tuned stage-1 weight decay), then
+    --epochs for the first training stage; each value's origin goes into ``origins``."""
+    stages: dict[str, dict[str, Any]] = {}
+    first_training_stage = next((st for st in m.stages if m.trains(st)), None)
+    for st in m.stages:
+        hp: dict[str, Any] = {}
+        src: dict[str, str] = {}
+        layers = [(ENGINE_DEFAULTS, "engine"), (FROZEN_STAGE_DEFAULTS if m.frozen_features(st) else {}, "engine"),
+                  (rec.get("stage", {}), f"recipe {recipe}")] if m.trains(st) else []
+        layers.append((m.hparams(st, recipe, family), f"method {m.name}"))
+        if st in fixed:
+            layers.append(fixed[st])
+        if epochs is not None and st == first_training_stage:
+            layers.append(({"epochs": epochs}, "--epochs"))
+        for values, origin in layers:
+            hp.update(values)
+            src.update(dict.fromkeys(values, origin))
+        stages[st] = hp
+        origins.update({f"{st}.{k}": o for k, o in src.items()})
+    return stages
+
+
 def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str | None, imbalance: float | None,
                  epochs: int | None, overrides: list[Override], fixed: dict[str, tuple[dict[str, Any], str]],
                  seed: int, data: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> RunSpec:
@@ -392,31 +424,7 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     else:
         data = dict(data)
         origins.update({f"data.{k}": "stage-1 run" for k in data})
-
-    stages: dict[str, dict[str, Any]] = {}
-    first_training_stage = next((st for st in m.stages if m.trains(st)), None)
-    for st in m.stages:
-        if m.trains(st):
-            hp = {**ENGINE_DEFAULTS, **(FROZEN_STAGE_DEFAULTS if m.frozen_features(st) else {})}
-            src = dict.fromkeys(hp, "engine")
-            for k, v in rec.get("stage", {}).items():
-                hp[k] = v
-                src[k] = f"recipe {recipe}"
-        else:
-            hp, src = {}, {}
-        for k, v in m.hparams(st, recipe, b.recipe_family).items():
-            hp[k] = v
-            src[k] = f"method {method}"
-        if st in fixed:
-            values, origin = fixed[st]
-            for k, v in values.items():
-                hp[k] = v
-                src[k] = origin
-        if epochs is not None and st == first_training_stage:
-            hp["epochs"] = epochs
-            src["epochs"] = "--epochs"
-        stages[st] = hp
-        origins.update({f"{st}.{k}": s for k, s in src.items()})
+    stages = _stage_values(m, rec, recipe, b.recipe_family, fixed, epochs, origins)
 
     if imbalance is not None:
         if "imbalance" not in data:

@@ -207,20 +207,7 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
         for name in names:
             cand[(name, r["label"])][_config_key(r)].append(r)
 
-    rows: dict[str, dict[str, Any]] = defaultdict(dict)
-    notes: list[str] = []
-    for (name, col), configs in sorted(cand.items()):
-        groups = list(configs.values())
-        if select == "val":
-            best = max(groups, key=_val_score)
-            chosen = [(name, best)]
-            if len(groups) > 1:
-                diff = describe_differences(groups)[groups.index(best)]
-                notes.append(f"{name} on {col}: {diff} chosen on validation among {len(groups)} configurations")
-        else:
-            chosen = [(f"{name} ({d})" if d else name, g) for d, g in zip(describe_differences(groups), groups, strict=True)]
-        for row_name, group in chosen:
-            rows[row_name][col] = _cell(group, select)
+    rows, notes = _choose_rows(cand, select)
 
     if methods:
         keep = layout.with_stage1(methods)
@@ -249,6 +236,27 @@ def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None
     title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
     return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
             "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
+
+
+def _choose_rows(cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]],
+                 select: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The cells of each (row, column) from its configurations: under ``val`` the configuration best on
+    validation (a note says which won), under ``last`` every configuration as a row of its own."""
+    rows: dict[str, dict[str, Any]] = defaultdict(dict)
+    notes: list[str] = []
+    for (name, col), configs in sorted(cand.items()):
+        groups = list(configs.values())
+        if select == "val":
+            best = max(groups, key=_val_score)
+            chosen = [(name, best)]
+            if len(groups) > 1:
+                diff = describe_differences(groups)[groups.index(best)]
+                notes.append(f"{name} on {col}: {diff} chosen on validation among {len(groups)} configurations")
+        else:
+            chosen = [(f"{name} ({d})" if d else name, g) for d, g in zip(describe_differences(groups), groups, strict=True)]
+        for row_name, group in chosen:
+            rows[row_name][col] = _cell(group, select)
+    return rows, notes
 
 
 def _cell(group: list[dict[str, Any]], select: str) -> dict[str, Any]:
