@@ -108,7 +108,7 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
 @app.command()
 @user_errors
 def run(
-    method: MethodSel = None, dataset: DatasetSel = None, backbone: BackboneSel = None,
+    method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
     imbalance: ImbalanceSel = None, recipe: RecipeSel = None, set_: Sets = [],  # noqa: B006 (typer copies it)
     seed: str = typer.Option("0", "--seed", metavar="S[,S..]", help="seed(s), comma-separated, each in 0..2^63-1"),
     epochs: Epochs = None,
@@ -135,11 +135,11 @@ def run(
 
     store = Store(results)
     method_names = split_names(method, "--method") or builtin_methods()
-    dataset_names = split_names(dataset, "--dataset") or [DEFAULT_BENCHMARK]
+    benchmark_names = split_names(benchmark, "--dataset") or [DEFAULT_BENCHMARK]
     parent = stage1_spec(store, stage1)
     specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
                      stage1_run=parent, init_weights=init_weights)
-             for d in dataset_names for m in method_names for s in parse_seeds(seed)]
+             for d in benchmark_names for m in method_names for s in parse_seeds(seed)]
     check_device(device, launch_opts.launcher)
     check_writable(results)
 
@@ -213,7 +213,7 @@ def status(
 @app.command()
 @user_errors
 def table(
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated (default: the WB paper's five + any with records)"),
+    benchmark: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated (default: the WB paper's five + any with records)"),
     method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated"),
     fmt: str = typer.Option("github", "--format", help="github | latex | csv | json"),
     reference: bool = typer.Option(False, "--reference", help="put the published numbers beside ours"),
@@ -228,11 +228,11 @@ def table(
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     if select not in ("val", "last"):
         raise LtbenchError(f"--select {select!r}: expected val or last.")
-    datasets, method_names = known_names(dataset, method)
-    records = read_records(Store(results), datasets)
-    t = build_table(records.results, datasets=datasets, methods=method_names, select=select, reference=reference)
+    benchmark_names, method_names = known_names(benchmark, method)
+    records = read_records(Store(results), benchmark_names)
+    t = build_table(records.results, benchmarks=benchmark_names, methods=method_names, select=select, reference=reference)
     if not t["rows"]:
-        asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", dataset), ("--method", method)) if v)
+        asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", benchmark), ("--method", method)) if v)
         raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}"
                            + "".join(f" ({n})" for n in records.notes()) + "; run some with `ltbench run` first "
                            "(`ltbench status` lists the runs).")
@@ -251,7 +251,7 @@ def plot(
     kind: str = typer.Argument(..., help="norms | accuracy | wd"),
     run_ids: list[str] = typer.Argument(None, help="run ids (prefixes); wd: default all done runs that match the filters"),
     output: Path | None = typer.Option(None, "-o", "--output", help="PNG file (default: ltbench-KIND.png)"),
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="wd: benchmark(s) to include"),
+    benchmark: str | None = typer.Option(None, "--dataset", "-d", help="wd: benchmark(s) to include"),
     method: str | None = typer.Option(None, "--method", "-m", help="wd: method(s) to include"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
 ) -> None:
@@ -273,8 +273,8 @@ def plot(
             raise LtbenchError(" ".join(damaged))
         chosen = [d.result() for d in dirs]
     elif kind == "wd":
-        datasets, method_names = known_names(dataset, method)
-        records = read_records(store, datasets)
+        benchmark_names, method_names = known_names(benchmark, method)
+        records = read_records(store, benchmark_names)
         chosen = [r for r in records.results if not method_names or r["method"] in method_names]
         for d in [d for d in records.damaged if not method_names or d.path.parent.parent.name in method_names]:
             err.print(f"warning: left out as damaged: {escape(str(d))}", highlight=False, soft_wrap=True)

@@ -67,17 +67,17 @@ def stage1_spec(store: Any, stage1: str | None) -> dict[str, Any] | None:
     return rd.spec()
 
 
-def known_names(dataset: str | None, method: str | None) -> tuple[list[str], list[str]]:
+def known_names(benchmark: str | None, method: str | None) -> tuple[list[str], list[str]]:
     """The benchmarks and methods a filter names, each checked against its registry (an unknown name
     is an error with close matches, not an empty result)."""
     from .registry import benchmarks, methods
 
-    datasets, method_names = split_names(dataset, "--dataset"), split_names(method, "--method")
-    for name in datasets:
+    benchmark_names, method_names = split_names(benchmark, "--dataset"), split_names(method, "--method")
+    for name in benchmark_names:
         benchmarks.get_entry(name)
     for name in method_names:
         methods.get_entry(name)
-    return datasets, method_names
+    return benchmark_names, method_names
 
 
 def parse_seeds(text: str) -> list[int]:

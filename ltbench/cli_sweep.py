@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
 @user_errors
 def sweep(
-    method: MethodSel = None, dataset: DatasetSel = None, backbone: BackboneSel = None,
+    method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
     imbalance: ImbalanceSel = None, recipe: RecipeSel = None, set_: Sets = [],  # noqa: B006 (typer copies it)
     grid: list[str] = typer.Option([], "--grid", metavar="STAGE.KEY=V1,V2,..", help="one run per combination "
                                    "(repeatable), e.g. stage1.weight_decay=1e-3,5e-3"),
@@ -97,7 +97,7 @@ def sweep(
     launch_opts = launch_options(locals())
     check_options(launch_opts, dry_run)
     store = Store(results)
-    points = expand(split_names(method, "--method") or builtin_methods(), split_names(dataset, "--dataset") or [DEFAULT_BENCHMARK],
+    points = expand(split_names(method, "--method") or builtin_methods(), split_names(benchmark, "--dataset") or [DEFAULT_BENCHMARK],
                     parse_seeds(seeds), grid,
                     sets=set_, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
                     stage1_run=stage1_spec(store, stage1), init_weights=init_weights)

@@ -87,11 +87,11 @@ class Point:
     grid: dict[str, str] = field(default_factory=dict)
 
 
-def expand(methods: list[str], datasets: list[str], seeds: list[int], grid: list[str], *, sets: list[str],
+def expand(methods: list[str], benchmarks: list[str], seeds: list[int], grid: list[str], *, sets: list[str],
            backbone: str | None = None, recipe: str | None = None, imbalance: float | None = None,
            epochs: int | None = None, stage1_run: dict[str, Any] | None = None,
            init_weights: Path | None = None) -> list[Point]:
-    """Every (dataset, method, grid point, seed), resolved like `ltbench run` resolves its selectors,
+    """Every (benchmark, method, grid point, seed), resolved like `ltbench run` resolves its selectors,
     deduplicated by run id, each stage-1 run listed (once) before the first run on it. A grid key
     applies to the methods that have it (the others run once per seed); a key that no method has is
     an error, as is a value of the wrong type."""
@@ -101,15 +101,15 @@ def expand(methods: list[str], datasets: list[str], seeds: list[int], grid: list
         return resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
                        sets=[*sets, *extra], seed=seed, stage1_run=stage1_run, init_weights=init_weights)
 
-    bases = {(m, d): spec_for(m, d, [], seeds[0]) for d in datasets for m in methods}  # --set errors first
+    bases = {(m, d): spec_for(m, d, [], seeds[0]) for d in benchmarks for m in methods}  # --set errors first
     known = {(m, d): _keys(b, stage1_run is None) for (m, d), b in bases.items()}
     for key, values in axes:
         if not any(_addresses(key, ks) for ks in known.values()):
             names = sorted(set().union(*known.values()))
             raise LtbenchError(f"--grid {key}={','.join(values)}: no stage of {', '.join(methods)} on "
-                               f"{', '.join(datasets)} has a key {key!r}. Known keys: {', '.join(names)}.")
+                               f"{', '.join(benchmarks)} has a key {key!r}. Known keys: {', '.join(names)}.")
     points: dict[str, Point] = {}
-    for d in datasets:
+    for d in benchmarks:
         for m in methods:
             mine = [(k, vs) for k, vs in axes if _addresses(k, known[(m, d)])]
             for combo in itertools.product(*[vs for _, vs in mine]):

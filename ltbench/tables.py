@@ -98,13 +98,13 @@ class Records:
         return notes
 
 
-def read_records(store: Store, datasets: list[str] | None = None) -> Records:
-    """The records of the finished runs (of ``datasets``, by benchmark name, where given); a run whose
+def read_records(store: Store, benchmarks: list[str] | None = None) -> Records:
+    """The records of the finished runs (of ``benchmarks``, by name, where given); a run whose
     spec.json or result.json does not read is left out and listed in ``damaged``, never raised."""
     results, damaged, run_ids = [], [], set()
     for rd in store.runs():
         run_ids.add(rd.run_id)
-        if not rd.is_done() or (datasets and rd.path.parent.parent.name not in datasets):
+        if not rd.is_done() or (benchmarks and rd.path.parent.parent.name not in benchmarks):
             continue
         try:
             rd.spec()
@@ -178,22 +178,22 @@ def _val_score(rs: list[dict[str, Any]]) -> float:
     return statistics.fmean(vals) if vals else float("-inf")
 
 
-def build_table(results: Iterable[dict[str, Any]], *, datasets: list[str] | None = None,
+def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | None = None,
                 methods: list[str] | None = None, columns: list[str] | None = None, select: str = "val",
                 reference: bool = False) -> dict[str, Any]:
     """The table as data: every format renders this, so every format shows the same numbers.
 
-    ``datasets`` filters benchmarks by name, ``columns`` fixes the column labels (default: the WB
+    ``benchmarks`` filters by benchmark name, ``columns`` fixes the column labels (default: the WB
     paper's five, plus any other benchmark instance that has records). With one column the cells
     are many / medium / few / all of that benchmark.
     """
-    rs = [r for r in results if not datasets or r["benchmark"] in datasets]
+    rs = [r for r in results if not benchmarks or r["benchmark"] in benchmarks]
     layout = RowLayout.from_registry()
     stage1_of = {r["method_record"].get("parent"): layout.stage1_rows[r["method"]] for r in rs
                  if r["method"] in layout.stage1_rows}
     if columns is None:
         have = sorted({r["label"] for r in rs})
-        columns = have if datasets else \
+        columns = have if benchmarks else \
             DEFAULT_COLUMNS + [c for c in EXTRA_COLUMNS if c in have] + [c for c in have if c not in DEFAULT_COLUMNS + EXTRA_COLUMNS]
     rs = [r for r in rs if r["label"] in columns]
     per_benchmark = len(columns) == 1

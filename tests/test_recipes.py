@@ -133,11 +133,11 @@ def _record(spec, test, flip, rule):
 
 def test_tables_say_how_runs_were_selected_and_what_they_report():
     official = resolve("ce", "cifar100_lt", recipe="official")
-    t = build_table([_record(official, 40.0, 41.0, "test")], datasets=["cifar100_lt"])
+    t = build_table([_record(official, 40.0, 41.0, "test")], benchmarks=["cifar100_lt"])
     assert t["title"] == "CIFAR-100-LT IR100 (first-n subset): test top-1 (%), checkpoints selected on test †"
     cell = t["rows"]["ce"]["CIFAR-100-LT IR100 (first-n subset)"]
     assert cell["all"]["mean"] == 41.0 and cell["flip_averaged"]
     assert any(n.startswith("‡: test accuracy averaged over each image and its mirror") for n in t["notes"])
     paper = resolve("ce", "cifar100_lt")
-    t = build_table([_record(paper, 40.0, 41.0, "val")], datasets=["cifar100_lt"])
+    t = build_table([_record(paper, 40.0, 41.0, "val")], benchmarks=["cifar100_lt"])
     assert t["title"].endswith("selected on validation") and t["rows"]["ce"]["CIFAR-100-LT IR100"]["all"]["mean"] == 40

@@ -21,8 +21,8 @@ CASES = {  # golden file -> (build_table arguments, format)
     "table.csv": ({}, "csv"),
     "table.json": ({}, "json"),
     "table_reference.md": ({"reference": True}, "github"),
-    "table_digits.md": ({"datasets": ["digits_lt"]}, "github"),
-    "table_digits_last.md": ({"datasets": ["digits_lt"], "select": "last"}, "github"),
+    "table_digits.md": ({"benchmarks": ["digits_lt"]}, "github"),
+    "table_digits_last.md": ({"benchmarks": ["digits_lt"], "select": "last"}, "github"),
 }
 
 
@@ -61,7 +61,7 @@ def test_hyperparameters_are_chosen_on_validation(results):
     val = {wd: sum(r["val"]["class_mean"] for r in rs) / len(rs) for wd, rs in by_wd.items()}
     best = max(val, key=val.get)
     test = sum(r["test"]["top1"] for r in by_wd[best]) / 2
-    t = build_table(results, datasets=["digits_lt"])
+    t = build_table(results, benchmarks=["digits_lt"])
     assert t["rows"]["ce"]["digits-LT IR20"]["all"]["mean"] == round(test, 2)
     assert any(n.startswith("ce on digits-LT IR20: weight_decay=") and "among 3 configurations" in n for n in t["notes"])
     # WB's stage 1 is its own row: the ce runs that wb built on (weight decay 0 on digits)
@@ -70,13 +70,13 @@ def test_hyperparameters_are_chosen_on_validation(results):
 
 
 def test_select_last_shows_every_configuration_and_the_last_epoch(results):
-    t = build_table(results, datasets=["digits_lt"], select="last")
+    t = build_table(results, benchmarks=["digits_lt"], select="last")
     assert {"ce (weight_decay=0.0)", "ce (weight_decay=0.0005)", "ce (weight_decay=0.001)"} <= set(t["rows"])
     wb = [r for r in results if r["method"] == "wb"]
     assert all(r["selected"]["epoch"] != 10 for r in wb)  # the best val epochs of stage 2 were not the last
     lasts = [r["selected"]["last_epoch_test"]["top1"] for r in wb]
     assert t["rows"]["wb"]["digits-LT IR20"]["all"]["mean"] == round(sum(lasts) / 2, 2)
-    selected = build_table(results, datasets=["digits_lt"])["rows"]["wb"]["digits-LT IR20"]["all"]["mean"]
+    selected = build_table(results, benchmarks=["digits_lt"])["rows"]["wb"]["digits-LT IR20"]["all"]["mean"]
     assert selected == round(sum(r["test"]["top1"] for r in wb) / 2, 2) != t["rows"]["wb"]["digits-LT IR20"]["all"]["mean"]
 
 
