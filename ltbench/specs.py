@@ -113,8 +113,12 @@ def differences(specs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> li
     what tells these runs apart (seeds aside)."""
     flats = [{k: v for k, v in flat_settings(s).items() if k not in ignore} for s in specs]
     keys = sorted(set().union(*flats)) if flats else []
-    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
-    return [{k: f[k] for k in varying if k in f} for f in flats]
+
+    def value(flat: dict[str, Any], key: str) -> Any:  # a key a canonical spec left out is at its default
+        return flat[key] if key in flat else ADDED_DEFAULTS.get(key.rsplit(".", 1)[-1])
+
+    varying = [k for k in keys if len({json.dumps(value(f, k), sort_keys=True) for f in flats}) > 1]
+    return [{k: value(f, k) for k in varying if k in f or k.rsplit(".", 1)[-1] in ADDED_DEFAULTS} for f in flats]
 
 
 def non_defaults(spec: dict[str, Any]) -> dict[str, Any]:

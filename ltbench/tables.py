@@ -25,7 +25,7 @@ from tabulate import tabulate
 
 from .errors import DamagedRecord
 from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, published
-from .specs import setting
+from .specs import differences, setting
 from .store import Store
 
 FORMATS = ("github", "latex", "csv", "json")
@@ -131,25 +131,14 @@ def _config_key(r: dict[str, Any]) -> str:
     return json.dumps(_without_seed(r["spec"]), sort_keys=True)
 
 
-def _flat_hparams(r: dict[str, Any]) -> dict[str, Any]:
-    flat = {f"{st}.{k}": v for st, hp in r["spec"]["stages"].items() for k, v in hp.items()}
-    if r["spec"].get("parent"):
-        flat.update({f"stage1.{k}": v for hp in r["spec"]["parent"]["stages"].values() for k, v in hp.items()})
-    flat.update({f"data.{k}": v for k, v in r["spec"]["data"].items()})
-    flat["backbone"], flat["recipe"] = r["backbone"], r["recipe"]
-    return flat
-
-
 def describe_differences(configs: list[list[dict[str, Any]]]) -> list[str]:
-    """For each configuration, the settings that tell it apart from the others ("" if none)."""
-    flats = [_flat_hparams(c[0]) for c in configs]
-    keys = sorted({h for f in flats for h in f if not h.startswith("data.")
-                   and len({json.dumps(g.get(h)) for g in flats}) > 1})
-
+    """For each configuration, the settings that tell it apart from the others ("" if none); the
+    benchmark's own parameters (data.*) are the column's, not the row's."""
     def short(h: str) -> str:
         return h.split(".", 1)[-1] if h.startswith(("train.", "stage2.", "posthoc.")) else h
 
-    return [", ".join(f"{short(h)}={f.get(h)}" for h in keys) for f in flats]
+    diffs = differences([c[0]["spec"] for c in configs])
+    return [", ".join(f"{short(h)}={v}" for h, v in d.items() if not h.startswith("data.")) for d in diffs]
 
 
 def _stat(values: list[float | None]) -> dict[str, Any]:
