@@ -186,8 +186,10 @@ class EpochLoop:
                 break
             x, y, share = part
             with amp:
-                logits = self.net(to_memory_format(x, device)).float()
-            loss = self.method.loss(logits, y, self.ctx)
+                out = self.method.forward(self.net, to_memory_format(x, device), self.ctx)
+            out = out.float() if isinstance(out, torch.Tensor) else out
+            logits = self.method.logits(out)
+            loss = self.method.loss(out, y, self.ctx)
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()  # share: world size x this rank's fraction of the batch (1 alone)
             opt.step()

@@ -88,7 +88,21 @@ class Method:
         params = [p for p in model.parameters() if p.requires_grad]
         return [{"params": params, "weight_decay": ctx.hp["weight_decay"]}]
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+    def forward(self, net: torch.nn.Module, x: torch.Tensor, ctx: StageContext) -> Any:
+        """One training forward pass of a batch: what ``loss`` and ``logits`` read. The default is the
+        model's logits; a method whose loss needs more (the experts' logits of a multi-expert model,
+        the projections of extra views for a contrastive loss) returns what it needs. Runs under the
+        stage's autocast; evaluation never calls it (it runs the model itself)."""
+        return net(x)
+
+    def logits(self, out: Any) -> torch.Tensor:
+        """The (N, C) logits in what ``forward`` returned (for the training accuracy)."""
+        return out
+
+    def loss(self, logits: Any, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
+        """The batch's loss (a scalar mean) from what ``forward`` returned: by default the logits, in
+        float32. The engine's stage options (mixup/cutmix, label smoothing, re-weighting) combine
+        calls of this function; it must not assume it is called once per step."""
         import torch.nn.functional as F
 
         return F.cross_entropy(logits, targets)
