@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from .tricks import auto_augment
+
 
 @dataclass(frozen=True)
 class ShotRule:
@@ -180,7 +182,8 @@ class TrainSplits(Protocol):
     def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
                       augment: bool = ...) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of (inputs, labels) batches on ``device``, in ``sampler``'s order; every random draw
-        from ``gen``."""
+        from ``gen``. Splits of images also take ``autoaugment="autoaugment"|"randaugment"`` (a keyword
+        the engine passes only when a stage switches it on): that policy per image after the others."""
         ...
 
     def eval_batches(self, split: str, batch_size: int, device: torch.device,
@@ -212,16 +215,22 @@ class Splits:
         return normalize(x, self.mean, self.std)
 
     def train_batches(
-        self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device, augment: bool = True
+        self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device, augment: bool = True,
+        autoaugment: str = "none",
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of batches, cut, augmented and normalised on ``device``. Every random draw of the
         epoch is made on the CPU first (order, then per batch: crop rows, crop columns, flips) and
-        moved to the device before the first batch, so the batches need no host-device transfer or sync."""
+        moved to the device before the first batch, so the batches need no host-device transfer or sync.
+        ``autoaugment`` (with ``augment``): torchvision's AutoAugment or RandAugment on each uint8 image
+        after its crop and flip (ltbench.tricks.auto_augment), its choices from one seed per image drawn
+        from ``gen`` after the other draws."""
         x_all, y_all = self.train.on(device)
         idx = sample_indices(self.train.y, sampler, gen)
         sizes = [min(batch_size, len(idx) - a) for a in range(0, len(idx), batch_size)]
         sizes = [n for n in sizes if n >= 2]  # a batch of one breaks batch norm; it is a rounding remainder
         draws = [draw_crop_flip(n, self.augment, gen) for n in sizes] if augment else []
+        policy = autoaugment if augment and autoaugment != "none" else None
+        seeds = torch.randint(0, 2**62, (len(idx),), generator=gen).tolist() if policy else []
         idx = idx.to(device)  # the epoch's copies to the device, before the first batch
         cuts = [torch.cat(d).to(device) for d in zip(*draws, strict=True)]
         start = 0
@@ -230,6 +239,8 @@ class Splits:
             x = x_all[b]
             if augment:
                 x = crop_flip(x, self.augment.crop_padding, *(c[start:start + n] for c in cuts))
+            if policy:
+                x = auto_augment(x, seeds[start:start + n], policy)
             start += n
             yield self.normalize(x), y_all[b]
 

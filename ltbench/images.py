@@ -21,6 +21,7 @@ of the shorter side + CenterCrop(crop). Both on uint8 tensors with torchvision.t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ import torch.utils.data
 from .data import Augment, ShotRule, normalize, sample_indices
 from .errors import LtbenchError
 from .splitlist import SplitList
+from .tricks import auto_augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,6 +81,7 @@ class ImageTransform:
     color_jitter: float = 0.4  # brightness, contrast and saturation factors in [1 - j, 1 + j]; 0: none
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    autoaugment: str = "none"  # none | autoaugment | randaugment: after crop and flip (a stage option)
 
     def train(self, img: torch.Tensor, seed: int) -> torch.Tensor:
         import torchvision.transforms.v2.functional as TF
@@ -88,6 +91,8 @@ class ImageTransform:
         out = TF.resized_crop(img, top, left, h, w, [self.crop, self.crop], antialias=True)
         if float(torch.rand(1, generator=g)) < 0.5:
             out = TF.horizontal_flip(out)
+        if self.autoaugment != "none":  # its choices from a seed drawn from this image's generator
+            out = auto_augment(out[None], torch.randint(0, 2**62, (1,), generator=g).tolist(), self.autoaugment)[0]
         if self.color_jitter > 0:
             j = self.color_jitter
             factors = (1 - j + 2 * j * torch.rand(3, generator=g)).tolist()
@@ -285,10 +290,13 @@ class ImageFileSplits:
         return normalize(x, self.mean, self.std)
 
     def train_batches(self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device,
-                      augment: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      augment: bool = True, autoaugment: str = "none") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of training batches; ``autoaugment``: a policy per image after crop and flip
+        (ImageTransform.train), deterministic per image seed and so per (seed, epoch)."""
         order = sample_indices(self.train.y, sampler, gen)
         seeds = torch.randint(0, 2**62, (len(order),), generator=gen) if augment else None
-        yield from self._batches(self.train, order, seeds, batch_size, device, drop_single=True)
+        transform = dataclasses.replace(self.transform, autoaugment=autoaugment) if autoaugment != "none" else None
+        yield from self._batches(self.train, order, seeds, batch_size, device, drop_single=True, transform=transform)
 
     def eval_batches(self, split: str, batch_size: int, device: torch.device,
                      flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -296,8 +304,9 @@ class ImageFileSplits:
         yield from self._batches(files, torch.arange(len(files)), None, batch_size, device, flip=flip)
 
     def _batches(self, files: ImageFiles, order: torch.Tensor, seeds: torch.Tensor | None, batch_size: int,
-                 device: torch.device, drop_single: bool = False,
-                 flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 device: torch.device, drop_single: bool = False, flip: bool = False,
+                 transform: ImageTransform | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        transform = transform or self.transform
         bounds = [(a, min(a + batch_size, len(order))) for a in range(0, len(order), batch_size)]
         if drop_single and bounds and bounds[-1][1] - bounds[-1][0] < 2:  # a batch of one breaks batch norm
             bounds.pop()
@@ -305,7 +314,7 @@ class ImageFileSplits:
         mode = decode_on(device)
         workers = loader_workers()
         self.info.setdefault("loader", {"decode": f"{mode} ({device.type})", "workers": workers})
-        dataset = _Chunks(files, order, seeds, chunks, self.transform, mode == "workers", self.benchmark)
+        dataset = _Chunks(files, order, seeds, chunks, transform, mode == "workers", self.benchmark)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
                                              pin_memory=device.type == "cuda" and mode == "workers",
                                              prefetch_factor=4 if workers else None)
@@ -322,7 +331,7 @@ class ImageFileSplits:
                     x = torch.cat([p.to(device, non_blocking=True) for p in parts])
                 else:
                     x = self._decode_batch(files, order[a:b], seeds[a:b] if seeds is not None else None,
-                                           [d for p in parts for d in p], device)
+                                           [d for p in parts for d in p], device, transform)
                 if flip:
                     x = x.flip(3)
                 yield self.normalize(x), files.y[order[a:b]].to(device, non_blocking=True)
@@ -332,7 +341,7 @@ class ImageFileSplits:
             del items
 
     def _decode_batch(self, files: ImageFiles, idx: torch.Tensor, seeds: torch.Tensor | None,
-                      datas: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+                      datas: list[torch.Tensor], device: torch.device, transform: ImageTransform) -> torch.Tensor:
         """Decode a batch in the main process on ``device`` (falling back to the CPU per image) and
         transform it there; the same transforms, and the same seeds, as the worker path."""
         decoded = decode_on_device(datas, device)
@@ -343,5 +352,5 @@ class ImageFileSplits:
                     img = decode_rgb(datas[k]).to(device)
                 except ImageReadError as exc:
                     raise LtbenchError(image_error(files, i, str(exc), self.benchmark)) from None
-            out.append(self.transform.train(img, int(seeds[k])) if seeds is not None else self.transform.eval(img))
+            out.append(transform.train(img, int(seeds[k])) if seeds is not None else transform.eval(img))
         return torch.stack(out)

@@ -52,6 +52,10 @@ class Method:
     # Tables: rows are sorted by table_order (the built-ins from 0 to 60; plugins after them, by name),
     # and a decoupled method may show the stage-1 run it builds on as a row of its own: (row name, order).
     table_order: ClassVar[float] = 100.0
+    # Part of `ltbench run` without --method (the weight-balancing paper's comparison set, which the
+    # README's quickstart shows); the later methods (focal, MiSLAS, SADE, BCL, ...) run with --method NAME
+    # or --method all.
+    in_default_run: ClassVar[bool] = True
     stage1_row: ClassVar[tuple[str, float] | None] = None
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
@@ -67,6 +71,11 @@ class Method:
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
         """Overrides of the stage-1 run's hyperparameters (e.g. WB's tuned weight decay)."""
         return {}
+
+    def backbone_for(self, name: str) -> str:
+        """The backbone this method runs on when the recipe or the benchmark would give ``name`` (and
+        --backbone is not given): ``name`` itself, or e.g. a multi-expert variant of it (SADE, RIDE)."""
+        return name
 
     def trains(self, stage: str) -> bool:
         """False for a stage that only transforms the model post hoc (no optimizer, no epochs)."""
@@ -122,7 +131,7 @@ def check_hparam_names(method: type[Method]) -> list[str]:
     returns for a training stage (under any recipe and benchmark family) without being listed in
     ``overrides``. A method's own key must not share a name with an engine key (e.g. a focal loss's
     ``gamma`` and the step schedule's ``gamma``): one would silently replace the other."""
-    from .recipes import ENGINE_DEFAULTS, FROZEN_STAGE_DEFAULTS, RECIPES
+    from .recipes import ENGINE_DEFAULTS, FROZEN_STAGE_DEFAULTS, MAXNORM_DEFAULTS, RECIPES
 
     m = method()
     families = sorted({f for table in RECIPES.values() for f in table})
@@ -130,7 +139,8 @@ def check_hparam_names(method: type[Method]) -> list[str]:
     for stage in m.stages:
         if not m.trains(stage):
             continue  # no engine keys in a stage that does not train
-        engine = {**ENGINE_DEFAULTS, **(FROZEN_STAGE_DEFAULTS if m.frozen_features(stage) else {})}
+        engine = {**ENGINE_DEFAULTS, **MAXNORM_DEFAULTS,
+                  **(FROZEN_STAGE_DEFAULTS if m.frozen_features(stage) else {})}
         keys = {k for recipe in RECIPES for family in families for k in m.hparams(stage, recipe, family)}
         for key in sorted((keys & set(engine)) - m.overrides):
             problems.append(f"{method.__name__}.hparams() gives stage {stage!r} a key {key!r}, which is the "

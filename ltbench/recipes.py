@@ -31,6 +31,23 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "precision": "bf16",  # autocast on CUDA: bf16 | fp32 (no autocast; the WB code); the CPU is always fp32
     "lr_scaling": "none",  # none | linear: lr x batch_size / base_batch (Goyal et al.), recorded as effective_lr
     "base_batch": 256,  # the batch size that lr is stated for (lr_scaling=linear only)
+    # Training tricks any method can switch on (ltbench.tricks), all off by default:
+    "mix": "none",  # none | mixup | cutmix: the batch mixed with itself rolled by one, lam ~ Beta(mix_alpha, mix_alpha)
+    "mix_alpha": 1.0,  # mix != none only
+    "autoaugment": "none",  # none | autoaugment | randaugment: torchvision's policy per uint8 image (augment=true)
+    "label_smoothing": 0.0,  # eps: (1 - eps) loss(out, y) + eps mean_k loss(out, k)
+    "reweight": "none",  # none | cb: class-balanced weighting of the method's loss per class, from reweight_from
+    "reweight_beta": 0.9999,  # reweight=cb only: Cui et al.'s beta
+    "reweight_from": 0.0,  # reweight=cb only: fraction of the epochs before it starts (0.8: Cao et al.'s DRW)
+    "resample_from": 0.0,  # fraction of the epochs sampled instance-balanced before `sampler` applies (DRS)
+    "maxnorm": False,  # project the classifier's rows onto a ball (MAXNORM_DEFAULTS join the stage when on)
+}
+
+# MaxNorm's settings (ltbench.tricks): they join a stage only when it switches MaxNorm on (or when its method
+# gives them, as weight balancing does), so no earlier spec changes; they are read only under maxnorm=true.
+MAXNORM_DEFAULTS: dict[str, Any] = {
+    "threshold": 0.1,  # radius = min ||w_k|| + threshold (max ||w_k|| - min ||w_k||), norms as the stage starts
+    "maxnorm_every": "step",  # step (after every optimizer step, the WB paper) | epoch (the WB code)
 }
 
 # Engine keys of a classifier-only stage on a frozen backbone (Method.frozen_features).
@@ -46,6 +63,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "precision": ("bf16", "fp32"),
     "lr_scaling": ("none", "linear"),
     "frozen_bn": ("eval", "train"),
+    "mix": ("none", "mixup", "cutmix"),
+    "autoaugment": ("none", "autoaugment", "randaugment"),
+    "reweight": ("none", "cb"),
+    "maxnorm_every": ("step", "epoch"),
 }
 
 # Keys added after protocol 1, with the value that runs before them had implicitly. A spec hashes such
@@ -54,6 +75,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 ADDED_DEFAULTS: dict[str, Any] = {
     "lr_update": "step", "precision": "bf16", "lr_scaling": "none", "base_batch": 256, "frozen_bn": "eval",
     "normalization": "own", "report": "test", "keep_bias": False,
+    "mix": "none", "mix_alpha": 1.0, "autoaugment": "none", "label_smoothing": 0.0, "reweight": "none",
+    "reweight_beta": 0.9999, "reweight_from": 0.0, "resample_from": 0.0,
+    # hashed nevertheless in a stage that has MaxNorm's settings (specs._hashed): WB's maxnorm=false runs
+    "maxnorm": False,
 }
 
 # The tuned stage-1 weight decay of weight balancing per benchmark family (REFERENCE.md section 1:

@@ -5,8 +5,9 @@ Stage 2: backbone frozen; the last layer (weight and bias) is retrained with the
 weight decay and the MaxNorm constraint: after every optimizer step (paper) or once per epoch
 (authors' code, ``--recipe official``), each class row is projected onto the ball of radius
 delta = min_k ||w_k|| + t (max_k ||w_k|| - min_k ||w_k||), taken from the stage-1 classifier; the
-bias is free. The rows of the paper's Table 1 are hyperparameters: stage2.loss=ce|cb,
-stage2.weight_decay=0|0.1, stage2.maxnorm=true|false.
+bias is free. The projection is the engine's (the stage options maxnorm, threshold, maxnorm_every:
+ltbench.tricks), which WB switches on. The rows of the paper's Table 1 are hyperparameters:
+stage2.loss=ce|cb, stage2.weight_decay=0|0.1, stage2.maxnorm=true|false.
 """
 
 from __future__ import annotations
@@ -19,20 +20,11 @@ import torch.nn.functional as F
 from ltbench.method import ClassifierRetraining, StageContext
 from ltbench.reference import STAGE1
 from ltbench.registry import methods
+from ltbench.tricks import maxnorm_, maxnorm_radius
 
 from .cb import cb_loss, cb_weights, check_beta
 
-
-@torch.no_grad()
-def maxnorm_(weight: torch.Tensor, radius: torch.Tensor | float) -> None:
-    """Project each row of ``weight`` onto the L2 ball of ``radius`` (in place): w <- w min(1, r/||w||)."""
-    norms = weight.norm(dim=1, keepdim=True)
-    weight.mul_(torch.clamp(radius / norms.clamp_min(1e-12), max=1.0))
-
-
-def maxnorm_radius(weight: torch.Tensor, t: float) -> float:
-    norms = weight.detach().float().norm(dim=1)
-    return float(norms.min() + t * (norms.max() - norms.min()))
+__all__ = ["WB", "maxnorm_", "maxnorm_radius"]  # the projection lives in ltbench.tricks (the engine's)
 
 
 @methods.register()
@@ -40,7 +32,8 @@ class WB(ClassifierRetraining):
     name = "wb"
     table_order = 60  # row order in tables
     stage1_row = (STAGE1, 1)  # its stage-1 run is a row of its own, right after ce
-    overrides = ClassifierRetraining.overrides | {"weight_decay", "select"}  # set on purpose
+    overrides = ClassifierRetraining.overrides | {"weight_decay", "select",  # set on purpose
+                                                  "maxnorm", "threshold", "maxnorm_every"}
     description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
@@ -50,11 +43,8 @@ class WB(ClassifierRetraining):
                 "maxnorm_every": "epoch" if official else "step", **({"select": "test"} if official else {})}
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        problems = check_beta(stage, hp["beta"])
-        if hp["threshold"] < 0:
-            problems.append(f"{stage}.threshold={hp['threshold']}: must not be negative")
-        for key, allowed in (("loss", ("ce", "cb")), ("cb_form", ("softmax", "softmax_bce")),
-                             ("maxnorm_every", ("step", "epoch"))):
+        problems = check_beta(stage, hp["beta"])  # threshold and maxnorm_every: the engine's checks
+        for key, allowed in (("loss", ("ce", "cb")), ("cb_form", ("softmax", "softmax_bce"))):
             if hp[key] not in allowed:
                 problems.append(f"{stage}.{key}={hp[key]!r}: must be one of {', '.join(allowed)}")
         return problems
@@ -64,7 +54,9 @@ class WB(ClassifierRetraining):
         hp = ctx.hp
         weights = cb_weights(ctx.class_counts, hp["beta"]) if hp["loss"] == "cb" else torch.ones(ctx.num_classes)
         ctx.state["class_weights"] = weights.to(ctx.device)
-        ctx.state["radius"] = maxnorm_radius(model.classifier.weight, hp["threshold"])  # a float: no sync per step
+        # the engine projects onto this radius (it takes it from the same classifier as the stage starts);
+        # a float in the state, as in the checkpoints of earlier runs
+        ctx.state["radius"] = maxnorm_radius(model.classifier.weight, hp["threshold"])
         ctx.record["maxnorm_radius"] = ctx.state["radius"]
         ctx.record["stage1_classifier_norms"] = model.classifier.weight.detach().float().norm(dim=1).tolist()
 
@@ -72,11 +64,3 @@ class WB(ClassifierRetraining):
         if ctx.hp["loss"] == "ce":
             return F.cross_entropy(logits, targets)
         return cb_loss(logits, targets, ctx.state["class_weights"], ctx.hp["cb_form"])
-
-    def after_step(self, model: torch.nn.Module, ctx: StageContext) -> None:
-        if ctx.hp["maxnorm"] and ctx.hp["maxnorm_every"] == "step":
-            maxnorm_(model.classifier.weight, float(ctx.state["radius"]))
-
-    def after_epoch(self, model: torch.nn.Module, ctx: StageContext) -> None:
-        if ctx.hp["maxnorm"] and ctx.hp["maxnorm_every"] == "epoch":
-            maxnorm_(model.classifier.weight, float(ctx.state["radius"]))
