@@ -64,7 +64,11 @@ def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, train_counts: li
 
 
 def classifier_norms(model: torch.nn.Module) -> list[float]:
-    """L2 norm of each class row of the final linear classifier."""
+    """L2 norm of each class row of the final linear classifier (a model that defines its own
+    ``classifier_norms()``, e.g. a multi-expert model, says what they are)."""
+    own = getattr(model, "classifier_norms", None)
+    if callable(own):
+        return own()
     w = model.classifier.weight.detach().float()
     return w.norm(dim=1).tolist()
 
