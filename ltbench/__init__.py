@@ -39,3 +39,15 @@ def _map_checkout_plugins() -> None:
 
 
 _map_checkout_plugins()
+
+# The Python API (ltbench.api): `from ltbench import run, table`. Imported on first use, so that
+# `import ltbench` (and every command) stays light; torch comes only with what trains.
+API = ("run", "table")
+
+
+def __getattr__(name: str) -> object:
+    if name in API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

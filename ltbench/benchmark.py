@@ -44,6 +44,12 @@ class Benchmark:
                     f"{self.name}: data.{key}={params[key]!r} is not one of {', '.join(map(repr, allowed))}."
                 )
 
+    def data_params(self, data_root: Path, split_root: Path | None) -> dict[str, Any]:
+        """Parameter values that identify the data under ``data_root`` (e.g. a fingerprint of a user's
+        image folder), filled in when a spec is resolved with a data root, so that different data never
+        share a run id although paths are never part of a spec. Default: none (the name fixes the data)."""
+        return {}
+
     def label(self, params: dict[str, Any]) -> str:
         """The column header of this benchmark instance in tables."""
         return self.title

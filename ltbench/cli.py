@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.markup import escape
 
 from . import __version__
 from .cli_common import (
-    DEFAULT_BENCHMARK,
     DEFAULT_RESULTS,
     RESUME_HINT,
     Account,
     ArrayParallelism,
     BackboneSel,
     Compile,
+    ConfigFile,
     Constraint,
     Cpus,
     DataRoot,
     DatasetSel,
     Device,
     Download,
+    DryRun,
     Epochs,
     Gpus,
     ImbalanceSel,
@@ -30,6 +30,7 @@ from .cli_common import (
     JobsPerGpu,
     KeepFeatures,
     Launcher,
+    Log,
     MaxJobs,
     Mem,
     MethodSel,
@@ -47,14 +48,10 @@ from .cli_common import (
     TasksPerNode,
     TestEveryEpoch,
     TimeLimit,
-    builtin_methods,
     check_device,
     check_writable,
     err,
     known_names,
-    parse_seeds,
-    split_names,
-    stage1_spec,
     user_errors,
 )
 from .errors import LtbenchError
@@ -76,25 +73,31 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 @app.command("list")
 @user_errors
-def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones or all")) -> None:
+def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones, configs or all")) -> None:
     """Show the registered methods, benchmarks and backbones, where each comes from, and its defaults."""
     from tabulate import tabulate
 
+    if kind in ("configs", "config"):  # the shipped config files (`ltbench run --config NAME`)
+        from .config import shipped_summaries
+
+        print(tabulate(shipped_summaries(), headers=["config", "what"], tablefmt="simple"))
+        return
     from .registry import backbones, benchmarks, methods
 
     kinds = {"methods": methods, "benchmarks": benchmarks, "backbones": backbones}
     kind = kind if kind in kinds or kind == "all" or f"{kind}s" not in kinds else f"{kind}s"  # `list method`
     if kind != "all" and kind not in kinds:
-        raise LtbenchError(f"`ltbench list {kind}`: expected one of methods, benchmarks, backbones, all.")
+        raise LtbenchError(f"`ltbench list {kind}`: expected one of methods, benchmarks, backbones, configs, all.")
     for name in ([kind] if kind != "all" else list(kinds)):
         rows = []
         for e in kinds[name].entries():
             obj = e.obj
             if name == "methods":
                 desc = getattr(obj, "description", "")
-                defaults = f"stages: {', '.join(obj.stages)}; recipe: {obj.default_recipe}"
+                defaults = f"stages: {', '.join(obj.stages)}; recipe: {obj.default_recipe}" + \
+                    ("" if getattr(obj, "in_default_run", True) else "; only with -m NAME|all")
             elif name == "benchmarks":
-                desc = f"{obj.title}, {obj.num_classes} classes"
+                desc = f"{obj.title}, {obj.num_classes or 'its own'} classes"
                 defaults = ", ".join(f"{k}={v}" for k, v in obj.params.items()) + f"; backbone: {obj.default_backbone}"
             else:
                 desc = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
@@ -110,14 +113,15 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
 def run(
     method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
     imbalance: ImbalanceSel = None, recipe: RecipeSel = None, set_: Sets = [],  # noqa: B006 (typer copies it)
-    seed: str = typer.Option("0", "--seed", metavar="S[,S..]", help="seed(s), comma-separated, each in 0..2^63-1"),
-    epochs: Epochs = None,
+    seed: str | None = typer.Option(None, "--seed", metavar="S[,S..]", help="seed(s), comma-separated, each in "
+                                    "0..2^63-1 (default 0)"),
+    epochs: Epochs = None, config: ConfigFile = None,
     data_root: DataRoot = Path("data"), results: Results = DEFAULT_RESULTS, device: Device = "auto",
     download: Download = True,
-    force: bool = typer.Option(False, "--force", help="rerun runs that are already done"),
+    force: bool = typer.Option(False, "--force", help="rerun runs that are already done"), dry_run: DryRun = False,
     stage1: Stage1 = None, split_root: SplitRoot = None, init_weights: InitWeights = None,
     sync_bn: SyncBn = False, compile_: Compile = False, keep_features: KeepFeatures = True,
-    test_every_epoch: TestEveryEpoch = False, launcher: Launcher = "inline",
+    test_every_epoch: TestEveryEpoch = False, log: Log = None, launcher: Launcher = "inline",
     max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
@@ -129,72 +133,38 @@ def run(
     from .launch import check_options, launch_options
 
     launch_opts = launch_options(locals())
-    check_options(launch_opts)
-    from .specs import resolve
+    check_options(launch_opts, dry_run)
+    from .api import make_selection, train_inline
     from .store import Store
 
     store = Store(results)
-    method_names = split_names(method, "--method") or builtin_methods()
-    benchmark_names = split_names(benchmark, "--dataset") or [DEFAULT_BENCHMARK]
-    parent = stage1_spec(store, stage1)
-    specs = [resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs, sets=set_, seed=s,
-                     stage1_run=parent, init_weights=init_weights)
-             for d in benchmark_names for m in method_names for s in parse_seeds(seed)]
+    sel = make_selection(method, benchmark, seed=seed, backbone=backbone, recipe=recipe, imbalance=imbalance,
+                         epochs=epochs, sets=set_, config=config)
+    specs = sel.specs(store, stage1, init_weights, data_root, split_root)
+    if dry_run:
+        from .show import dry_run_text
+
+        print(dry_run_text(specs, store, force))
+        return
     check_device(device, launch_opts.launcher)
     check_writable(results)
 
-    from .engine import RunOptions, execute
+    from .engine import RunOptions
+    from .logs import parse_log
     from .tables import build_table, render
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
                       init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features,
-                      test_every_epoch=test_every_epoch)
+                      test_every_epoch=test_every_epoch, log=parse_log(log))
     from .cli_sweep import launch_and_wait
 
     inline = launch_opts.launcher == "inline"
-    done = [] if inline else launch_and_wait(specs, store, opts, launch_opts, force)  # jobs run the specs
-    users = stage1_users(specs)
-    for i, spec in enumerate(specs if inline else [], 1):
-        parent = spec.parent_spec()
-        if parent is not None and not store.run_dir(parent).is_done():  # it trains first, inside execute
-            _header(f"run {i}/{len(specs)}, first", parent, store, False, f"stage 1 of {', '.join(users[parent.run_id])}")
-        _header(f"run {i}/{len(specs)}", spec, store, force)
-        result = execute(spec, store, opts, force=force)
-        err.print(f"  {describe_result(result)} -> {escape(str(store.run_dir(spec).path))}", highlight=False)
-        if parent is not None:  # the shared stage-1 run is a row of its own (e.g. CE + tuned WD)
-            done.append(store.run_dir(parent).result())
-        done.append(result)
+    # in this process, or as jobs; the records of the stage-1 runs too (a row of their own, e.g. CE + tuned WD)
+    done = train_inline(specs, store, opts, force) if inline else launch_and_wait(specs, store, opts, launch_opts, force)
     done = list({r["run_id"]: r for r in done}.values())
     table = build_table(done, columns=sorted({r["label"] for r in done}))
     print(f"\n{table['title']}  (records in {results})")
     print(render(table, "github"))
-
-
-def _header(what: str, spec: Any, store: Any, force: bool, role: str = "") -> None:
-    rd = store.run_dir(spec)
-    state = "done, skipped" if rd.is_done() and not force else ("resuming" if rd.checkpoint_file.exists() else "new")
-    role = f" ({role})" if role else ""
-    err.print(f"[bold]{escape(what)}[/bold] {escape(spec.method)}{escape(role)} on {escape(spec.label())} "
-              f"({escape(spec.backbone)}, recipe {escape(spec.recipe)}, seed {spec.seed}) id {spec.run_id}: {state}",
-              highlight=False)
-
-
-def stage1_users(specs: list[Any]) -> dict[str, list[str]]:
-    """Stage-1 run id -> the methods among ``specs`` that build on it."""
-    users: dict[str, list[str]] = {}
-    for s in specs:
-        if s.parent_id is not None and s.method not in users.setdefault(s.parent_id, []):
-            users[s.parent_id].append(s.method)
-    return users
-
-
-def describe_result(result: dict[str, Any]) -> str:
-    """One line: the test accuracy and how the reported weights were chosen."""
-    sel, val = result["selected"], result["val"]["class_mean"]
-    val_text = f"val class-mean {val:.2f}" if val is not None else "no validation set"
-    how = f"epoch {sel['epoch']} selected on {sel['rule']}" if sel.get("epoch") is not None else \
-        "post-hoc: no training of its own"
-    return f"test top-1 {result['test']['top1']:.2f}  ({val_text}; {how})"
 
 
 @app.command()
@@ -212,6 +182,23 @@ def status(
 
 @app.command()
 @user_errors
+def show(
+    run_id: str = typer.Argument(..., help="a run id, or its first characters (`ltbench status` lists them)"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+) -> None:
+    """One record: its spec (every value with its origin), its stage-1 run, its result (top-1, many /
+    medium / few, the selection) and its files with their sizes."""
+    from .show import show_text
+    from .store import Store
+
+    text, damage = show_text(Store(results), run_id)
+    print(text)
+    if damage is not None:
+        raise damage
+
+
+@app.command()
+@user_errors
 def table(
     benchmark: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated (default: the WB paper's five + any with records)"),
     method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated"),
@@ -221,27 +208,15 @@ def table(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
 ) -> None:
     """Comparison table of the finished runs: test top-1, mean ± std (seeds) per method and benchmark."""
-    from .store import Store
-    from .tables import FORMATS, build_table, read_records, render
+    from .api import format_table, table_data
+    from .tables import FORMATS
 
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
-    if select not in ("val", "last"):
-        raise LtbenchError(f"--select {select!r}: expected val or last.")
-    benchmark_names, method_names = known_names(benchmark, method)
-    records = read_records(Store(results), benchmark_names)
-    t = build_table(records.results, benchmarks=benchmark_names, methods=method_names, select=select, reference=reference)
-    if not t["rows"]:
-        asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", benchmark), ("--method", method)) if v)
-        raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}"
-                           + "".join(f" ({n})" for n in records.notes()) + "; run some with `ltbench run` first "
-                           "(`ltbench status` lists the runs).")
-    t["notes"] += records.notes(t)
-    if fmt in ("github", "latex"):
-        print(t["title"] if fmt == "github" else f"% {t['title']}")
-    print(render(t, fmt))
+    t = table_data(results, benchmark, method, select, reference)
+    print(format_table(t, fmt))
     if fmt == "csv":  # a format without footnotes: they go to stderr
-        for note in records.notes(t):
+        for note in t["record_notes"]:
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
 
@@ -290,9 +265,12 @@ def plot(
 
 
 from .cli_data import data_app  # noqa: E402  (the `ltbench data check|prepare` commands)
+from .cli_eval import eval_, export  # noqa: E402  (`ltbench eval`, `ltbench export`)
 from .cli_sweep import sweep  # noqa: E402
 
 app.command()(sweep)
+app.command("eval")(eval_)
+app.command()(export)
 app.add_typer(data_app, name="data")
 
 __all__ = ["RESUME_HINT", "app", "main"]

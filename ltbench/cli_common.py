@@ -52,9 +52,19 @@ def split_names(text: str | None, option: str | None = None) -> list[str]:
 
 
 def builtin_methods() -> list[str]:
+    """The methods `ltbench run` trains without --method: the built-ins of the default set
+    (``Method.in_default_run``)."""
     from .registry import methods
 
-    return [e.name for e in methods.entries() if e.origin.startswith("builtin")]
+    return [e.name for e in methods.entries() if e.origin.startswith("builtin")
+            and getattr(e.obj, "in_default_run", True)]
+
+
+def every_method() -> list[str]:
+    """What --method all names: every registered method, built-in or plugin."""
+    from .registry import methods
+
+    return [e.name for e in methods.entries()]
 
 
 def stage1_spec(store: Any, stage1: str | None) -> dict[str, Any] | None:
@@ -141,13 +151,15 @@ KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features"
 TestEveryEpoch = Annotated[bool, typer.Option("--test-every-epoch", help="evaluate the test set after every "
                                                "epoch too (metrics.jsonl); by default only selection on test "
                                                "and the final report read it")]
+Log = Annotated[str | None, typer.Option("--log", metavar="tensorboard", help="also log every epoch to "
+                                         "TensorBoard (<run>/tensorboard/; pip install 'ltbench[tensorboard]')")]
 JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: jobs sharing each GPU at once "
                                                 "(small models, e.g. a ResNet-32 sweep; default 1)")]
 
 
 # Selectors of `run` and `sweep` (one definition for both): what runs, on what, from where to where.
 MethodSel = Annotated[str | None, typer.Option("--method", "-m", metavar="M[,M..]",
-                                               help="method(s), comma-separated (default: all built-in)")]
+                                               help="method(s), comma-separated, or all (default: the weight-balancing paper's comparison set, see `ltbench list methods`)")]
 DatasetSel = Annotated[str | None, typer.Option("--dataset", "-d", metavar="D[,D..]", help="benchmark(s), "
                                                 f"comma-separated (default: {DEFAULT_BENCHMARK})")]
 BackboneSel = Annotated[str | None, typer.Option("--backbone", "-b",
@@ -162,6 +174,11 @@ Epochs = Annotated[int | None, typer.Option("--epochs", help="epochs of the firs
                                             "decoupled methods; stage 2: --set stage2.epochs=N)")]
 DataRoot = Annotated[Path, typer.Option("--data-root", envvar=DATA_ENV, help="where the datasets live")]
 Results = Annotated[Path, typer.Option("--results", help="results root")]
+ConfigFile = Annotated[str | None, typer.Option("--config", metavar="FILE", help="a YAML or TOML file of selectors and "
+                                                "--set keys, or a shipped config (e.g. wb/cifar100_ir100); the "
+                                                "command line's flags and --set win over it")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="print every run it would start (its settings and their "
+                                      "origins, its id, whether it is done); start and write nothing")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")]
 Download = Annotated[bool, typer.Option("--download/--no-download", help="download missing public datasets")]
 Stage1 = Annotated[str | None, typer.Option("--stage1", help="decoupled methods: build on this finished stage-1 "

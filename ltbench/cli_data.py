@@ -39,12 +39,17 @@ def check(
     sample: int = typer.Option(500, "--sample", help="images per split to look for and decode"),
     expect_real: bool = typer.Option(True, "--expect-real/--no-expect-real",
                                      help="compare the split lists with the published ones (line, class and group counts)"),
+    imbalance: float | None = typer.Option(None, "--imbalance", help="imagefolder: the counts after making the "
+                                           "training images long-tailed with this ratio (as ltbench run --imbalance)"),
 ) -> None:
     """Verify a copy: split lists present and as published, listed images present, images decode.
-    Exits 1 when it finds a problem."""
+    imagefolder (your own images): classes, per-class counts after the split, imbalance ratio,
+    many/medium/few sizes, classes without val/test images, unreadable files. Exits 1 when it finds a
+    problem."""
     from .datacheck import check as run_check
 
-    report = run_check(benchmark, root, split_root, full=full, sample=sample, expect_real=expect_real)
+    report = run_check(benchmark, root, split_root, full=full, sample=sample, expect_real=expect_real,
+                       imbalance=imbalance)
     _print(report)
     if report.errors:
         typer.echo(f"{report.errors} problem{'s' if report.errors > 1 else ''} found.")

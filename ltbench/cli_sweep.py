@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from .cli_common import (
-    DEFAULT_BENCHMARK,
     DEFAULT_RESULTS,
     Account,
     ArrayParallelism,
     BackboneSel,
     Compile,
+    ConfigFile,
     Constraint,
     Cpus,
     DataRoot,
@@ -30,6 +30,7 @@ from .cli_common import (
     JobsPerGpu,
     KeepFeatures,
     Launcher,
+    Log,
     MaxJobs,
     Mem,
     MethodSel,
@@ -47,12 +48,9 @@ from .cli_common import (
     TasksPerNode,
     TestEveryEpoch,
     TimeLimit,
-    builtin_methods,
     check_device,
     check_writable,
     err,
-    parse_seeds,
-    split_names,
     stage1_spec,
     user_errors,
 )
@@ -72,8 +70,9 @@ def sweep(
     imbalance: ImbalanceSel = None, recipe: RecipeSel = None, set_: Sets = [],  # noqa: B006 (typer copies it)
     grid: list[str] = typer.Option([], "--grid", metavar="STAGE.KEY=V1,V2,..", help="one run per combination "
                                    "(repeatable), e.g. stage1.weight_decay=1e-3,5e-3"),
-    seeds: str = typer.Option("0", "--seeds", "--seed", metavar="S[,S..]", help="seeds, comma-separated"),
-    epochs: Epochs = None,
+    seeds: str | None = typer.Option(None, "--seeds", "--seed", metavar="S[,S..]", help="seeds, comma-separated "
+                                     "(default 0)"),
+    epochs: Epochs = None, config: ConfigFile = None,
     data_root: DataRoot = Path("data"), results: Results = DEFAULT_RESULTS, device: Device = "auto",
     download: Download = True,
     stage1: Stage1 = None, split_root: SplitRoot = None, init_weights: InitWeights = None,
@@ -81,7 +80,7 @@ def sweep(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="launch failed runs again (they resume from their checkpoint)"),
     sync_bn: SyncBn = False, compile_: Compile = False, keep_features: KeepFeatures = True,
-    test_every_epoch: TestEveryEpoch = False, launcher: Launcher = "local",
+    test_every_epoch: TestEveryEpoch = False, log: Log = None, launcher: Launcher = "local",
     max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
@@ -90,6 +89,8 @@ def sweep(
     """Launch a sweep: selectors x --grid x --seeds. Shows which runs are done, running, queued, failed
     or missing, launches only what is missing (unfinished runs resume) and returns without waiting;
     `ltbench status --sweep latest` follows it. Stage-2 runs wait for their (shared) stage-1 run."""
+    from .api import make_selection
+    from .config import relabel
     from .launch import Manifest, check_options, launch_options
     from .store import Store
     from .sweep import expand, make_plan, render
@@ -97,10 +98,14 @@ def sweep(
     launch_opts = launch_options(locals())
     check_options(launch_opts, dry_run)
     store = Store(results)
-    points = expand(split_names(method, "--method") or builtin_methods(), split_names(benchmark, "--dataset") or [DEFAULT_BENCHMARK],
-                    parse_seeds(seeds), grid,
-                    sets=set_, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
-                    stage1_run=stage1_spec(store, stage1), init_weights=init_weights)
+    sel = make_selection(method, benchmark, seed=seeds, backbone=backbone, recipe=recipe, imbalance=imbalance,
+                         epochs=epochs, sets=set_, config=config)
+    points = expand(sel.methods, sel.benchmarks, sel.seeds, grid,
+                    sets=sel.sets, backbone=sel.backbone, recipe=sel.recipe, imbalance=sel.imbalance, epochs=sel.epochs,
+                    stage1_run=stage1_spec(store, stage1), init_weights=init_weights, data_root=data_root,
+                    split_root=split_root)
+    for p in points:  # origins: "config NAME" for the selectors the file gave (the run ids stay)
+        p.spec = relabel(p.spec, sel.renamed)
     if not dry_run:
         check_device(device, launch_opts.launcher)
         check_writable(results)
@@ -110,10 +115,11 @@ def sweep(
         print("dry run: nothing launched.")
         return
     from .engine import RunOptions
+    from .logs import parse_log
 
     opts = RunOptions(data_root=data_root, device=device, download=download, split_root=split_root,
                       init_weights=init_weights, sync_bn=sync_bn, compile=compile_, keep_features=keep_features,
-                      test_every_epoch=test_every_epoch)
+                      test_every_epoch=test_every_epoch, log=parse_log(log))
     launched, sweep_id = _launch_recorded(plan, points, store, opts, launch_opts)
     jobs = [str(x.entry["job_id"]) for x in launched if x.entry["job_id"] is not None]
     what = f"in {len(jobs)} {launch_opts.launcher} jobs ({_short(jobs)})" if jobs else launch_opts.launcher

@@ -62,14 +62,18 @@ def _benchmark(name: str) -> Any:
 
 
 def check(name: str, root: Path, split_root: Path | None = None, full: bool = False, sample: int = 500,
-          expect_real: bool = True, seed: int = 0) -> Report:
+          expect_real: bool = True, seed: int = 0, imbalance: float | None = None) -> Report:
     """Check a copy of benchmark ``name``: split lists (against the published facts when
     ``expect_real``), presence of the listed images (``sample`` per split at random, all when
-    ``full``), and that they decode."""
+    ``full``), and that they decode. A user's image folder (``imagefolder``): ``check_own_images``."""
     if sample < 1:
         raise LtbenchError(f"--sample {sample}: expected a positive number of images per split.")
     bench = _benchmark(name)
     root = Path(root)
+    if imbalance is not None and "imbalance" not in bench.params:
+        raise LtbenchError(f"--imbalance: benchmark {name!r} has no imbalance ratio parameter.")
+    if hasattr(bench, "make_splits"):
+        return check_own_images(bench, root, split_root, full, sample, random.Random(seed), imbalance)
     if not isinstance(bench, SplitFileBenchmark):
         return _check_by_loading(bench, root)
     split_dir = Path(split_root or root)
@@ -81,6 +85,85 @@ def check(name: str, root: Path, split_root: Path | None = None, full: bool = Fa
     for entries in lists.values():
         _check_images(bench, root, entries, full, sample, rng, report)
     return report
+
+
+def check_own_images(bench: Any, root: Path, split_root: Path | None, full: bool, sample: int, rng: random.Random,
+                     imbalance: float | None = None) -> Report:
+    """Check a user's image folder (or split lists): the classes, per-class counts after the benchmark's
+    split (its default parameters, ``imbalance`` when given), the imbalance ratio, the many / medium /
+    few sizes, classes with no validation or test image, skipped files, and that the images decode."""
+    where = f"split lists in {split_root}, images in {root}" if split_root is not None else f"class folders in {root}"
+    report = Report(f"{bench.title}: {where}")
+    params = {**bench.params, **({"imbalance": float(imbalance)} if imbalance is not None else {})}
+    try:
+        source = bench.scan(root, split_root)
+        bench.check_params({**params, "fingerprint": ""})
+        lists, info = bench.make_splits(source, params)
+    except LtbenchError as exc:
+        report.add("error", str(exc))
+        return report
+    _report_counts(bench, source, lists, info, params, report)
+    if source.ignored:
+        report.add("warn", f"{len(source.ignored):,} file(s) that are not images were skipped (images: "
+                           f"{', '.join(bench.image_extensions)}):" + _examples(source.ignored[:SHOWN], len(source.ignored)))
+    for split, entries in source.lists.items():
+        _check_own_decode(root, split, entries, source.classes, full, sample, rng, report)
+    fp = source.fingerprint()
+    report.add("info", f"fingerprint {fp}: ltbench run puts it into data.fingerprint; tables label these runs "
+                       f"{bench.label({**params, 'fingerprint': fp})!r}")
+    return report
+
+
+def _report_counts(bench: Any, source: Any, lists: dict[str, SplitList], info: dict[str, Any],
+                   params: dict[str, Any], report: Report) -> None:
+    names, n = source.classes, len(source.classes)
+    counts = {s: Counter(e.labels) for s, e in lists.items()}
+    report.add("ok", f"{n} classes ({'train/ folder names' if source.layout == 'folders' else 'classes.txt or labels'}"
+                     f", sorted): {', '.join(names[:8])}{f' and {n - 8} more' if n > 8 else ''}")
+    for s in ("val", "test"):
+        report.add("info", f"{s}: {info[f'{s}_source']}")
+    w = max(len("class"), *(len(name) for name in names))
+    rows = [f"{names[c]:<{w}} {counts['train'][c]:>7,} {counts['val'][c]:>7,} {counts['test'][c]:>7,}" for c in range(n)]
+    shown = rows if len(rows) <= 100 else rows[:50] + rows[-50:]
+    report.add("ok", f"images per class ({sum(len(e) for e in lists.values()):,} in all):\n    "
+                     f"{'class':<{w}} {'train':>7} {'val':>7} {'test':>7}" + _examples(shown, len(rows)))
+    train = [counts["train"][c] for c in range(n)]
+    report.add("ok", f"imbalance ratio {max(train) / min(train):.1f} (training images per class: most {max(train):,}, "
+                     f"fewest {min(train):,})" + (f"; --imbalance {params['imbalance']:g} applied (n_max "
+                     f"{info['imbalance_profile']['n_max']})" if params["imbalance"] else ""))
+    rule = bench.shot_rule(params)
+    groups = rule.groups(train)
+    report.add("ok", f"many / medium / few classes ({rule.describe()['many']}, {rule.describe()['few']}): "
+                     f"{len(groups['many'])} / {len(groups['medium'])} / {len(groups['few'])}")
+    for s in ("val", "test"):
+        empty = [names[c] for c in range(n) if counts[s][c] == 0]
+        if empty:
+            report.add("warn", f"{len(empty)} class(es) have no {'validation' if s == 'val' else 'test'} image "
+                               f"({s} metrics average over the others): {', '.join(empty[:SHOWN])}"
+                               + (f" and {len(empty) - SHOWN} more" if len(empty) > SHOWN else ""))
+
+
+def _check_own_decode(root: Path, split: str, entries: SplitList, names: list[str], full: bool, sample: int,
+                      rng: random.Random, report: Report) -> None:
+    """Decode the images of one split given on disk (all with ``full``, else ``sample`` at random);
+    an error for each unreadable file, and for a class none of whose images decode."""
+    n = len(entries)
+    if n == 0:
+        return
+    chosen = list(range(n)) if full or sample >= n else sorted(rng.sample(range(n), sample))
+    what = f"all {n:,}" if len(chosen) == n else f"a random sample of {len(chosen):,} of {n:,}"
+    broken = _undecodable(root, entries, chosen)
+    if not broken:
+        report.add("ok", f"{split}: {what} images decode")
+        return
+    report.add("error", f"{split}: {len(broken):,} of {what} images are unreadable (not images, truncated or "
+                        f"empty); replace or delete them:"
+                        + _examples([f"{root / entries.paths[i]}: {why}" for i, why in broken[:SHOWN]], len(broken)))
+    if len(chosen) == n:
+        bad = Counter(entries.labels[i] for i, _ in broken)
+        have = Counter(entries.labels)
+        for c in sorted(c for c in bad if bad[c] == have[c]):
+            report.add("error", f"{split}: class {names[c]}: none of its {have[c]:,} images is readable")
 
 
 def _check_by_loading(bench: Any, root: Path) -> Report:
@@ -217,6 +300,8 @@ def prepare(name: str, root: Path, split_root: Path | None = None, download: boo
     files, sort ImageNet's validation images); report what is still missing."""
     bench = _benchmark(name)
     root = Path(root)
+    if hasattr(bench, "make_splits"):  # a user's own images: nothing to fetch, say how to lay them out
+        return _prepare_own_images(bench, root, split_root)
     if not isinstance(bench, SplitFileBenchmark):
         report = Report(f"{bench.title}: data in {root}")
         try:
@@ -246,6 +331,21 @@ def prepare(name: str, root: Path, split_root: Path | None = None, download: boo
             report.add("error", f"{root / folder}/ is missing (see above where to get the images)")
     hint = f" --split-root {split_dir}" if split_root else ""
     report.add("info", f"Then `ltbench data check {bench.name} --root {root}{hint}` verifies the copy.")
+    return report
+
+
+def _prepare_own_images(bench: Any, root: Path, split_root: Path | None) -> Report:
+    report = Report(f"{bench.title}: data in {root}")
+    report.add("info", bench.images_help.replace("ROOT", str(root)))
+    try:
+        source = bench.scan(root, split_root)
+    except LtbenchError as exc:
+        report.add("error", str(exc))
+        return report
+    found = ", ".join(f"{len(e):,} {s}" for s, e in source.lists.items())
+    report.add("ok", f"found {len(source.classes)} classes: {found} images")
+    hint = f" --split-root {split_root}" if split_root else ""
+    report.add("info", f"Then `ltbench data check {bench.name} --root {root}{hint}` checks them.")
     return report
 
 

@@ -37,12 +37,14 @@ from .evaluation import (
     to_memory_format,
 )
 from .files import damage, file_sha256, recorded_sha256
+from .logs import TensorBoardLog, open_logs, write_metrics_csv
 from .method import Method, StageContext
 from .progress import EpochProgress, console
 from .registry import benchmarks, methods
 from .schedule import effective_lr, lr_factor
 from .specs import RunSpec, setting
 from .store import RunDir, Store, atomic_write_json, load_checked
+from .tricks import StageTricks, stage_record
 
 
 @dataclass
@@ -61,6 +63,7 @@ class RunOptions:
     keep_features: bool = True  # stage-2 runs share features extracted from their stage-1 run (on disk)
     compile: bool = False  # torch.compile the trained module (recorded in env; pays off on GPUs, long runs)
     test_every_epoch: bool = False  # evaluate the test set after every epoch (metrics.jsonl), not only at the end
+    log: tuple[str, ...] = ()  # per-epoch loggers besides metrics.jsonl/.csv: "tensorboard" (ltbench.logs)
 
 
 class NonFiniteLoss(Exception):
@@ -74,17 +77,20 @@ def _stage_steps(splits: TrainSplits, hp: dict[str, Any]) -> int:
 
 
 def _evaluate_for_selection(model: torch.nn.Module, splits: TrainSplits, device: torch.device, hp: dict[str, Any],
-                            bs: int, test_every_epoch: bool) -> tuple[float | None, float | None]:
-    """(val class-mean accuracy, test top-1) after an epoch; the test set only when selection reads it
-    (select=test) or when asked (--test-every-epoch): the reported numbers come from the final report."""
+                            bs: int, test_every_epoch: bool) -> dict[str, float | None]:
+    """The metrics.jsonl scores of an epoch: val class-mean accuracy (what selection reads) and val
+    many/medium/few (``accuracy_report``; None without a validation set), and test top-1, only when
+    selection reads it (select=test) or when asked (--test-every-epoch): the reported numbers come
+    from the final report."""
     counts = splits.class_counts
     logits, y = predict(model, splits, "val", device, batch_size=bs)
-    val = accuracy_report(logits, y, counts, splits.shot_rule)["class_mean"] if len(y) else None
-    test = None
+    val = accuracy_report(logits, y, counts, splits.shot_rule) if len(y) else {}
+    scores = {f"val_{k}": val.get(k) for k in ("class_mean", "many", "medium", "few")}
+    scores["test_top1"] = None
     if hp["select"] == "test" or test_every_epoch:
         logits, y = predict(model, splits, "test", device, batch_size=bs)
-        test = accuracy_report(logits, y, counts, splits.shot_rule)["top1"]
-    return val, test
+        scores["test_top1"] = accuracy_report(logits, y, counts, splits.shot_rule)["top1"]
+    return scores
 
 
 @dataclass
@@ -164,23 +170,33 @@ class EpochLoop:
     steps: int
     dist: Dist
     frozen: torch.nn.Module | None
+    tricks: StageTricks | None = None  # the stage's options (ltbench.tricks), made at the first epoch
 
     def run(self, epoch: int, bar: EpochProgress) -> dict[str, Any]:
-        """Train one epoch; its loss, accuracy, lr and speed (raises NonFiniteLoss)."""
+        """Train one epoch; its loss, accuracy, lr and speed (raises NonFiniteLoss). The stage's options
+        (ltbench.tricks) change only what they must: the sampler, the loss, the batch (mixing), the
+        augmentation and a projection after the step or the epoch."""
         hp, device, opt, t0 = self.ctx.hp, self.ctx.device, self.opt, time.time()
         self.net.train()
         if self.frozen is not None and setting(hp, "frozen_bn") == "eval":
             self.frozen.eval()  # else (the WB code) its BatchNorm normalises with batch statistics and updates its own
         amp = autocast(device) if setting(hp, "precision") == "bf16" else contextlib.nullcontext()
         gen = per_epoch_generator(self.seed, epoch)
+        if self.tricks is None:
+            self.tricks = StageTricks.build(self.method, self.ctx, self.model)
+        tricks = self.tricks.epoch(epoch, gen, self.steps)  # mixing on: its seed is gen's first draw
+        mixer, loss_fn = tricks.mixer, tricks.loss
+        project = tricks.maxnorm.project if tricks.maxnorm is not None and tricks.maxnorm.every == "step" else None
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         seen, lr = 0, self.peak
-        for i, (x, y) in enumerate(self.ctx.splits.train_batches(hp["batch_size"], hp["sampler"], gen, device,
-                                                                 hp["augment"])):
+        for i, (x, y) in enumerate(self.ctx.splits.train_batches(hp["batch_size"], tricks.sampler, gen, device,
+                                                                 hp["augment"], **tricks.data_options)):
             f = lr_factor(hp, epoch + i / self.steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * f
             lr = self.peak * f
+            if mixer is not None:  # the global batch mixed; y becomes (own, partner's) label pairs
+                x, y = mixer.mix(i, x, y)
             part = distributed.shard(x, y, self.dist)  # this rank's slice of the global batch (all of it alone)
             if part is None:
                 break
@@ -189,13 +205,15 @@ class EpochLoop:
                 out = self.method.forward(self.net, to_memory_format(x, device), self.ctx)
             out = out.float() if isinstance(out, torch.Tensor) else out
             logits = self.method.logits(out)
-            loss = self.method.loss(out, y, self.ctx)
+            loss = loss_fn(out, y) if mixer is None else mixer.loss(loss_fn, out, y)
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()  # share: world size x this rank's fraction of the batch (1 alone)
             opt.step()
             self.method.after_step(self.model, self.ctx)
+            if project is not None:
+                project(self.model)
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (logits.detach().argmax(1) == y).sum() if mixer is None else mixer.hits(logits.detach(), y)
             seen += len(y)
             bar.step()
         loss_sum, correct, n_seen = distributed.sum_over_ranks(self.dist, loss_sum, correct,
@@ -206,6 +224,8 @@ class EpochLoop:
             raise NonFiniteLoss(f"the training loss became {mean_loss} in epoch {epoch + 1} of stage "
                                 f"{self.ctx.stage} (lr {hp['lr']:g}, weight decay {hp['weight_decay']:g})")
         self.method.after_epoch(self.model, self.ctx)
+        if tricks.maxnorm is not None and tricks.maxnorm.every == "epoch":
+            tricks.maxnorm.project(self.model)
         t_train = time.time() - t0
         return {"stage": self.ctx.stage, "epoch": epoch + 1, "loss": mean_loss, "lr": lr,
                 "train_acc": 100.0 * float(correct) / max(seen, 1), "train_s": t_train,
@@ -223,8 +243,11 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
     opt, peak = _optimizer(model, method, ctx)
     selection = Selection(hp["select"])
     start = _resume(model, opt, ctx, rd, title, selection)
+    log = None
     if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
         rd.trim_metrics(ctx.stage, start)
+        write_metrics_csv(rd)
+        log = open_logs(opts.log, rd, ctx.stage, start)  # TensorBoard: only the epochs the checkpoint holds
     net = distributed.wrap(model, dist, device)  # after the checkpoint: every rank starts from the same state
     if opts.compile:  # training forward/backward only; evaluation runs ``model`` eagerly (no recompiles)
         net = torch.compile(net)
@@ -237,21 +260,29 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
             t0 = time.time()
             bar.start_epoch(epoch)
             row = loop.run(epoch, bar)
-            val, test = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size, opts.test_every_epoch)
-            selection.offer(model, epoch, val, test)
-            row.update(val_class_mean=val, test_top1=test, time_s=time.time() - t0)
+            scores = _evaluate_for_selection(model, splits, device, hp, opts.eval_batch_size, opts.test_every_epoch)
+            selection.offer(model, epoch, scores["val_class_mean"], scores["test_top1"])
+            row.update(scores, time_s=time.time() - t0)
             if dist.is_main:
-                _save_epoch(rd, ctx, model, opt, selection, row)
+                _save_epoch(rd, ctx, model, opt, selection, row, log)
             bar.end_epoch(epoch, row)
     finally:
         bar.close()
+        if log is not None:
+            log.close()
     return selection.finish(model, splits, device, epochs, opts.eval_batch_size)
 
 
 def _save_epoch(rd: RunDir, ctx: StageContext, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                selection: Selection, row: dict[str, Any]) -> None:
-    """An epoch's metrics line, then its checkpoint (what a resumed run starts from), then a heartbeat."""
+                selection: Selection, row: dict[str, Any], log: TensorBoardLog | None = None) -> None:
+    """An epoch's TensorBoard events (``log``), its metrics line and metrics.csv, then its checkpoint
+    (what a resumed run starts from), then a heartbeat. Everything before the checkpoint is trimmed
+    back to it when a run resumes."""
+    if log is not None:
+        head = getattr(model, "classifier", None)
+        log.epoch(row, classifier_norms(model) if isinstance(getattr(head, "weight", None), torch.Tensor) else None)
     rd.append_metrics(row)
+    write_metrics_csv(rd)
     rd.save_checkpoint({"stage": ctx.stage, "epoch": row["epoch"], "model": model.state_dict(),
                         "optimizer": opt.state_dict(), "best": selection.best, "method_state": ctx.state})
     rd.heartbeat()
@@ -419,6 +450,9 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
         model.to(device)
         if trains:  # what the optimizer used: the batch of all ranks together, the lr after scaling
             records.update({f"{stage}_global_batch": hp["batch_size"], f"{stage}_effective_lr": effective_lr(hp)})
+            tricks = stage_record(model, ctx)  # the stage's options, MaxNorm's radius from the classifier now
+            if tricks:
+                ctx.record[f"{stage}_tricks"] = tricks  # EpochLoop reads it (StageTricks.build)
         if frozen and (not trains or (not hp["augment"] and hp["cache_features"]
                                       and setting(hp, "frozen_bn") == "eval")):
             if feats is None:

@@ -17,7 +17,14 @@ from . import PROTOCOL_VERSION
 from .benchmark import Benchmark
 from .errors import LtbenchError
 from .method import Method
-from .recipes import ADDED_DEFAULTS, CHOICES, ENGINE_DEFAULTS, FROZEN_STAGE_DEFAULTS, recipe_for
+from .recipes import (
+    ADDED_DEFAULTS,
+    CHOICES,
+    ENGINE_DEFAULTS,
+    FROZEN_STAGE_DEFAULTS,
+    MAXNORM_DEFAULTS,
+    recipe_for,
+)
 from .registry import backbones, benchmarks, methods
 
 
@@ -57,7 +64,10 @@ class RunSpec:
         """The spec of the stage-1 run this run builds on (None for a one-stage run)."""
         if self.parent is None:
             return None
-        return replace(RunSpec.from_json(self.parent), origins=dict(self.parent_origins))
+        parent = RunSpec.from_json(self.parent)  # canonical: engine keys added later are left out at their default
+        added = {k: v for k, v in ADDED_DEFAULTS.items() if k in ENGINE_DEFAULTS}
+        stages = {st: {**added, **hp} for st, hp in parent.stages.items()}  # back in, as a resolved spec has them
+        return replace(parent, stages=stages, origins=dict(self.parent_origins))
 
     @property
     def parent_id(self) -> str | None:
@@ -87,7 +97,10 @@ class RunSpec:
 
 
 def _hashed(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in ADDED_DEFAULTS or v != ADDED_DEFAULTS[k]}
+    # a stage with MaxNorm's settings (its method's, as weight balancing's) hashes maxnorm at any value
+    grouped = "threshold" in values
+    return {k: v for k, v in values.items()
+            if k not in ADDED_DEFAULTS or v != ADDED_DEFAULTS[k] or (grouped and k == "maxnorm")}
 
 
 def setting(values: dict[str, Any], key: str) -> Any:
@@ -217,30 +230,60 @@ def check_stage(where: str, hp: dict[str, Any]) -> list[str]:
     for key, allowed in CHOICES.items():
         if key in hp and hp[key] not in allowed:
             problems.append(f"{where}.{key}={hp[key]!r}: must be one of {', '.join(allowed)}")
+    return problems + check_tricks(where, hp)
+
+
+def check_tricks(where: str, hp: dict[str, Any]) -> list[str]:
+    """Range checks of the training tricks' settings (ltbench.tricks)."""
+    problems = []
+    for key, closed in (("label_smoothing", False), ("reweight_beta", False), ("reweight_from", True),
+                        ("resample_from", True)):
+        if key in hp and not (0 <= hp[key] <= 1 if closed else 0 <= hp[key] < 1):
+            problems.append(f"{where}.{key}={hp[key]}: must lie in {'[0, 1]' if closed else '[0, 1)'}")
+    if hp.get("mix", "none") != "none" and not hp["mix_alpha"] > 0:
+        problems.append(f"{where}.mix_alpha={hp['mix_alpha']}: must be positive (lam ~ Beta(alpha, alpha))")
+    if hp.get("autoaugment", "none") != "none" and not hp["augment"]:
+        problems.append(f"{where}.autoaugment={hp['autoaugment']}: needs {where}.augment=true (it augments the "
+                        "training images after their crop and flip)")
+    if "threshold" in hp and hp["threshold"] < 0:
+        problems.append(f"{where}.threshold={hp['threshold']}: must not be negative")
     return problems
 
 
 class Override(NamedTuple):
-    """One --set: its stage (None: find the stage that has the key), key, parsed value, and the
-    text the user typed (for messages)."""
+    """One --set: its stage (None: find the stage that has the key), key, parsed value, the text the
+    user typed (for messages), and where it came from ("--set", or "config FILE": a config file's
+    value, which a --set of the same key replaces)."""
 
     stage: str | None
     key: str
     value: Any
     item: str
+    origin: str = "--set"
+
+    @property
+    def where(self) -> str:
+        """How messages name it: "--set 'train.lr=x'" or "config FILE, line 3: train.lr=x"."""
+        return f"--set {self.item!r}" if self.origin == "--set" else f"{self.origin}, {self.item}"
 
 
 # Keys that only one setting of another key reads (key -> (that key, its value)): set under another
 # value they would change nothing but the run id.
 READ_ONLY_UNDER = {"milestones": ("schedule", "step"), "gamma": ("schedule", "step"),
-                   "base_batch": ("lr_scaling", "linear")}
+                   "base_batch": ("lr_scaling", "linear"), "mix_alpha": ("mix", ("mixup", "cutmix")),
+                   "reweight_beta": ("reweight", "cb"), "reweight_from": ("reweight", "cb"),
+                   "resample_from": ("sampler", ("class_balanced", "class_aware")),
+                   "threshold": ("maxnorm", True), "maxnorm_every": ("maxnorm", True)}
 
 MAX_SEED = 2**63 - 1
 
 
-def parse_sets(sets: list[str]) -> list[Override]:
+def parse_sets(sets: list[str | Override]) -> list[Override]:
     out = []
     for item in sets:
+        if isinstance(item, Override):  # already parsed (a config file's value)
+            out.append(item)
+            continue
         lhs, eq, rhs = item.partition("=")
         lhs = lhs.strip()
         stage, dot, key = lhs.rpartition(".")
@@ -255,14 +298,17 @@ def parse_sets(sets: list[str]) -> list[Override]:
 
 def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe: str | None = None,
             imbalance: float | None = None, epochs: int | None = None, sets: list[str] | None = None,
-            seed: int = 0, stage1_run: dict[str, Any] | None = None, init_weights: Path | None = None) -> RunSpec:
+            seed: int = 0, stage1_run: dict[str, Any] | None = None, init_weights: Path | None = None,
+            data_root: Path | None = None, split_root: Path | None = None) -> RunSpec:
     """Resolve a run's spec from names and overrides. Raises LtbenchError for anything a user can
     get wrong, before any data is read or any directory is written.
 
     For a decoupled method (``Method.stage1``), the stage-1 run is resolved too and embedded as
     ``parent``: ``stage1.<key>`` settings go to it, ``--epochs`` sets its epochs, and
     ``stage1_run`` (the spec.json of an existing run) replaces it. ``init_weights``: a file of initial
-    backbone weights (its sha256 goes into the spec of the run that starts from it).
+    backbone weights (its sha256 goes into the spec of the run that starts from it). ``data_root``
+    (and ``split_root``): where the data is, for benchmarks whose parameters identify it
+    (``Benchmark.data_params``, e.g. an image folder's fingerprint); never part of the spec itself.
     """
     if epochs is not None and epochs < 1:
         raise LtbenchError(f"--epochs {epochs}: must be at least 1 (it sets the epochs of the first training stage).")
@@ -280,23 +326,25 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     if stage1_run is not None and not m.stage1:
         raise LtbenchError(f"--stage1: {method} is a one-stage method; only decoupled methods "
                            f"({', '.join(n for n in methods.names() if methods.get(n).stage1)}) build on a stage-1 run.")
+    bound = {} if data_root is None else {"data": (benchmarks.get(benchmark)().data_params(
+        Path(data_root), split_root), "--data-root")}  # fixed values of the data's parameters
     if not m.stage1:
-        return replace(_resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, {}, seed),
+        return replace(_resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, bound, seed),
                        init=init)
 
     recipe = recipe or m.default_recipe
     b: Benchmark = benchmarks.get(benchmark)()
-    stage1_fixed = {"train": (m.stage1_hparams(recipe, b.recipe_family), f"method {method} (stage 1)")}
+    stage1_fixed = {"train": (m.stage1_hparams(recipe, b.recipe_family), f"method {method} (stage 1)"), **bound}
     if stage1_run is None:
         plain = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, [], stage1_fixed, seed)
-        own = _resolve_one(method, benchmark, plain.backbone, recipe, imbalance, None, [], {}, seed)
+        own = _resolve_one(method, benchmark, plain.backbone, recipe, imbalance, None, [], bound, seed)
         qualified = []
         for o in overrides:
             if o.stage is None:
                 holders = (["stage1"] if o.key in plain.stages["train"] else []) + \
                     [st for st in own.stages if o.key in own.stages[st]] + (["data"] if o.key in plain.data else [])
                 if len(holders) > 1:
-                    raise LtbenchError(f"--set {o.item!r}: {o.key!r} exists in {', '.join(holders)}; say which, "
+                    raise LtbenchError(f"{o.where}: {o.key!r} exists in {', '.join(holders)}; say which, "
                                        f"e.g. --set {holders[0]}.{o.key}=...")
                 o = o._replace(stage=holders[0] if holders else None)
             qualified.append(o)
@@ -342,39 +390,53 @@ def _apply_sets(overrides: list[Override], stages: dict[str, dict[str, Any]], da
     """Put each --set into its stage (or data), typed like the default it replaces, and record its
     origin; refuse a key no stage has, one that several have, one set twice, and one that the stage's
     other settings make it ignore (READ_ONLY_UNDER)."""
-    set_by: dict[str, str] = {}  # stage.key -> the --set that set it
-    for stage, key, value, item in overrides:
+    set_by: dict[str, Override] = {}  # stage.key -> the --set that set it
+    for o in overrides:
+        stage, key, value, where = o.stage, o.key, o.value, o.where
         if stage is None:
             holders = [s for s in stages if key in stages[s]] + (["data"] if key in data else [])
             if len(holders) != 1:
                 known = sorted({f"{s}.{k}" for s in stages for k in stages[s]} | {f"data.{k}" for k in data})
                 if not holders:
-                    raise LtbenchError(f"--set {item!r}: no stage of {method} on {benchmark} has a key {key!r}. "
+                    raise LtbenchError(f"{where}: no stage of {method} on {benchmark} has a key {key!r}. "
                                        f"Known keys: {', '.join(known)}.")
-                raise LtbenchError(f"--set {item!r}: {key!r} exists in {', '.join(holders)}; "
+                raise LtbenchError(f"{where}: {key!r} exists in {', '.join(holders)}; "
                                    f"say which, e.g. --set {holders[0]}.{key}=...")
             stage = holders[0]
         target = data if stage == "data" else stages.get(stage)
         if target is None:
-            raise LtbenchError(f"--set {item!r}: {method} has no stage {stage!r}; its stages are "
+            raise LtbenchError(f"{where}: {method} has no stage {stage!r}; its stages are "
                                f"{', '.join(stages)}{' and stage1' if has_stage1 else ''} "
                                f"(and data.* for the benchmark's parameters).")
+        if key in MAXNORM_DEFAULTS and "maxnorm" in target:  # MaxNorm's settings join a stage when set
+            _add_maxnorm_settings(stage, target, origins)
         if key not in target:
-            raise LtbenchError(f"--set {item!r}: {shown(stage)} has no key {key!r}; known: {', '.join(sorted(target))}.")
-        if f"{stage}.{key}" in set_by:
-            raise LtbenchError(f"--set {item!r}: {shown(stage)}.{key} is already set by --set "
-                               f"{set_by[f'{stage}.{key}']!r}; keep one of them.")
-        set_by[f"{stage}.{key}"] = item
-        target[key] = coerce(f"--set {shown(stage)}.{key}", value, target[key])
-        origins[f"{stage}.{key}"] = "--set"
-    for name, item in set_by.items():
+            raise LtbenchError(f"{where}: {shown(stage)} has no key {key!r}; known: {', '.join(sorted(target))}.")
+        earlier = set_by.get(f"{stage}.{key}")
+        if earlier is not None and not (earlier.origin != "--set" and o.origin == "--set"):  # --set beats a config
+            raise LtbenchError(f"{where}: {shown(stage)}.{key} is already set by {earlier.where}; keep one of them.")
+        set_by[f"{stage}.{key}"] = o
+        target[key] = coerce(f"{o.origin} {shown(stage)}.{key}", value, target[key])
+        origins[f"{stage}.{key}"] = o.origin
+    for name, o in set_by.items():
+        item = o.where
         stage, _, key = name.partition(".")
         if key in READ_ONLY_UNDER and stage in stages:
             other, needed = READ_ONLY_UNDER[key]
-            if stages[stage].get(other) != needed:
-                raise LtbenchError(f"--set {item!r}: {shown(stage)}.{other}={stages[stage][other]} ignores {key} "
-                                   f"(only {other}={needed} reads it); add --set {shown(stage)}.{other}={needed}, "
-                                   "or drop it.")
+            needed = needed if isinstance(needed, tuple) else (needed,)
+            if stages[stage].get(other) not in needed:
+                text = [json.dumps(v) if isinstance(v, bool) else str(v) for v in (stages[stage][other], *needed)]
+                raise LtbenchError(f"{item}: {shown(stage)}.{other}={text[0]} ignores {key} "
+                                   f"(only {other}={' or '.join(text[1:])} reads it); add --set "
+                                   f"{shown(stage)}.{other}={text[1]}, or drop it.")
+
+
+def _add_maxnorm_settings(stage: str, hp: dict[str, Any], origins: dict[str, str]) -> None:
+    """MaxNorm's settings (recipes.MAXNORM_DEFAULTS) into a stage that lacks them, at their defaults."""
+    for k, v in MAXNORM_DEFAULTS.items():
+        if k not in hp:
+            hp[k] = v
+            origins[f"{stage}.{k}"] = "engine"
 
 
 def _stage_values(m: Method, rec: dict[str, Any], recipe: str, family: str,
@@ -425,6 +487,9 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
         for k, v in rec.get("data", {}).items():
             data[k] = v
             origins[f"data.{k}"] = f"recipe {recipe}"
+        values, origin = fixed.get("data", ({}, ""))  # what identifies the data (resolve's data_root)
+        data.update(values)
+        origins.update({f"data.{k}": origin for k in values})
     else:
         data = dict(data)
         origins.update({f"data.{k}": "stage-1 run" for k in data})
@@ -435,10 +500,15 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
             raise LtbenchError(f"--imbalance: benchmark {benchmark!r} has no imbalance ratio parameter.")
         data["imbalance"] = imbalance
         origins["data.imbalance"] = "--imbalance"
-    chosen_backbone = backbone or rec.get("backbone") or b.default_backbone
-    origins["backbone"] = "--backbone" if backbone else (f"recipe {recipe}" if rec.get("backbone") else "benchmark")
+    base_backbone = rec.get("backbone") or b.default_backbone
+    chosen_backbone = backbone or m.backbone_for(base_backbone)
+    origins["backbone"] = "--backbone" if backbone else (f"method {method}" if chosen_backbone != base_backbone
+                                                         else f"recipe {recipe}" if rec.get("backbone") else "benchmark")
 
     _apply_sets(overrides, stages, data, origins, method, benchmark, shown, bool(m.stage1))
+    for st, hp in stages.items():  # MaxNorm switched on: its settings join the stage at their defaults
+        if hp.get("maxnorm") is True:
+            _add_maxnorm_settings(st, hp, origins)
 
     for k in ("imbalance",):
         if k in data:

@@ -33,6 +33,7 @@ STALE_AFTER_S = 600.0  # a lock held on another host is abandoned when its heart
 HEARTBEAT_S = 30.0  # how often the holder of a lock refreshes its heartbeat (the lock file's mtime)
 UNREADABLE_STALE_S = 10.0  # a lock file that holds no owner's record is abandoned when older than this
 GUARD_WAIT_S = 60.0  # the longest wait for lock.guard, which is held for the moment of taking or releasing a lock
+EVALS = "evals"  # <root>/evals/<benchmark>/<eval_id>/: records of `ltbench eval` (ltbench.cli_eval)
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}  # link() errors of such file systems
 
 
@@ -186,6 +187,10 @@ RESULT_SHAPE: dict[str, Any] = {
     "spec": SPEC_SHAPE, "method_record": dict, "val": {"class_mean?": lambda v: v is None or _number(v)},
     "selected": {"last_epoch_test?": lambda v: v is None or shape_problem(v, TEST_SHAPE) is None},
     "test": {**TEST_SHAPE, "per_class": list}, "classifier_norms": _numbers, "class_counts": _numbers}
+EVAL_SHAPE: dict[str, Any] = {  # result.json of an `ltbench eval` record: what `ltbench table` reads
+    "kind": lambda v: v == "eval", "eval_id": str, "source_run": str, "source_seed": int, "method": str,
+    "benchmark": str, "label": str, "spec": dict, "scores": {**TEST_SHAPE, "per_class": list},
+    "classifier_norms": _numbers, "class_counts": _numbers}
 
 
 def shape_problem(obj: Any, shape: dict[str, Any], where: str = "") -> str | None:
@@ -582,6 +587,19 @@ class Store:
             return []
         # every run directory, also one that lost its spec.json (status lists it as damaged)
         return sorted((RunDir(p) for p in base.glob("*/*/*") if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda r: str(r.path))
+
+    def eval_dir(self, benchmark: str, eval_id: str) -> RunDir:
+        """The directory of an `ltbench eval` record (spec.json, result.json, DONE): beside ``runs/``, so
+        that `ltbench status` and the run readers never meet it."""
+        return RunDir(self.root / EVALS / benchmark / eval_id)
+
+    def evals(self) -> list[RunDir]:
+        """Every `ltbench eval` record directory of the store (finished or not)."""
+        base = self.root / EVALS
+        if not base.is_dir():
+            return []
+        return sorted((RunDir(p) for p in base.glob("*/*") if p.is_dir() and not p.name.startswith(".")),
                       key=lambda r: str(r.path))
 
     def find(self, run_id: str) -> RunDir:

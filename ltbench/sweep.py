@@ -90,7 +90,8 @@ class Point:
 def expand(methods: list[str], benchmarks: list[str], seeds: list[int], grid: list[str], *, sets: list[str],
            backbone: str | None = None, recipe: str | None = None, imbalance: float | None = None,
            epochs: int | None = None, stage1_run: dict[str, Any] | None = None,
-           init_weights: Path | None = None) -> list[Point]:
+           init_weights: Path | None = None, data_root: Path | None = None,
+           split_root: Path | None = None) -> list[Point]:
     """Every (benchmark, method, grid point, seed), resolved like `ltbench run` resolves its selectors,
     deduplicated by run id, each stage-1 run listed (once) before the first run on it. A grid key
     applies to the methods that have it (the others run once per seed); a key that no method has is
@@ -99,7 +100,8 @@ def expand(methods: list[str], benchmarks: list[str], seeds: list[int], grid: li
 
     def spec_for(m: str, d: str, extra: list[str], seed: int) -> RunSpec:
         return resolve(m, d, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
-                       sets=[*sets, *extra], seed=seed, stage1_run=stage1_run, init_weights=init_weights)
+                       sets=[*sets, *extra], seed=seed, stage1_run=stage1_run, init_weights=init_weights,
+                       data_root=data_root, split_root=split_root)
 
     bases = {(m, d): spec_for(m, d, [], seeds[0]) for d in benchmarks for m in methods}  # --set errors first
     known = {(m, d): _keys(b, stage1_run is None) for (m, d), b in bases.items()}

@@ -26,7 +26,7 @@ from tabulate import tabulate
 from .errors import DamagedRecord
 from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, published
 from .specs import differences, setting
-from .store import Store
+from .store import EVAL_SHAPE, Store, read_json, shape_problem
 
 FORMATS = ("github", "latex", "csv", "json")
 GROUPS = ("many", "medium", "few", "all")
@@ -98,9 +98,10 @@ class Records:
         return notes
 
 
-def read_records(store: Store, benchmarks: list[str] | None = None) -> Records:
+def read_records(store: Store, benchmarks: list[str] | None = None, evals: bool = False) -> Records:
     """The records of the finished runs (of ``benchmarks``, by name, where given); a run whose
-    spec.json or result.json does not read is left out and listed in ``damaged``, never raised."""
+    spec.json or result.json does not read is left out and listed in ``damaged``, never raised.
+    ``evals``: the `ltbench eval` records too, as table rows of their own (``eval_as_run``)."""
     results, damaged, run_ids = [], [], set()
     for rd in store.runs():
         run_ids.add(rd.run_id)
@@ -111,7 +112,31 @@ def read_records(store: Store, benchmarks: list[str] | None = None) -> Records:
             results.append(rd.result())
         except DamagedRecord as exc:
             damaged.append(exc)
+    for ed in store.evals() if evals else []:
+        if not ed.is_done() or (benchmarks and ed.path.parent.name not in benchmarks):
+            continue
+        value, problem = read_json(ed.result_file)
+        problem = problem or shape_problem(value, EVAL_SHAPE)
+        if problem:
+            damaged.append(DamagedRecord(ed.result_file, problem, f"delete {ed.path} and run the same `ltbench "
+                                         "eval` command again"))
+        else:
+            results.append(eval_as_run(value))
     return Records(results, damaged, run_ids, store.root)
+
+
+EVAL_ROW = "{method} (eval of {source_run})"  # the row of an `ltbench eval` record
+
+
+def eval_as_run(e: dict[str, Any]) -> dict[str, Any]:
+    """An `ltbench eval` record in the form build_table reads a run's: its scores as the test report,
+    no validation score, its own row (``EVAL_ROW``) and configuration (its spec), the source run's seed."""
+    spec = {"backbone": e.get("backbone", ""), "recipe": e.get("recipe", ""), "data": e["spec"].get("data", {}),
+            "stages": {}, "eval": e["spec"]}
+    return {"run_id": e["eval_id"], "method": e["method"], "table_row": EVAL_ROW.format(**e), "label": e["label"],
+            "benchmark": e["benchmark"], "seed": e["source_seed"], "spec": spec, "test": e["scores"],
+            "val": {"class_mean": None}, "selected": {"rule": "eval"}, "classifier_norms": e["classifier_norms"],
+            "class_counts": e["class_counts"], "method_record": {"eval_of": e["source_run"]}}
 
 
 def done_results(store: Store) -> list[dict[str, Any]]:
@@ -190,7 +215,7 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
     # candidate rows: (row name, column) -> configuration -> runs
     cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rs:
-        names = [r["method"]]
+        names = [r.get("table_row", r["method"])]
         if r["run_id"] in stage1_of and select == "val":
             names.append(stage1_of[r["run_id"]])
         for name in names:
@@ -205,6 +230,9 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
     if reference:
         notes += _add_published(rows, columns, methods, layout)
         missing = _missing(rows, columns, results, layout)
+    if any(row.endswith(")") and " (eval of " in row for row in rows):
+        notes.append("eval of RUN: `ltbench eval` scores of that run's model on another benchmark instance (no "
+                     "selection; many/medium/few by the run's own training counts)")
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
     cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
@@ -291,7 +319,7 @@ def _missing(rows: dict[str, dict[str, Any]], columns: list[str], results: Itera
     missing = []
     for col in columns:
         todo = [r for r in sorted(rows, key=layout.sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
-                and layout.base(r) in known]
+                and layout.base(r) in known and " (eval of " not in r]
         names = list(dict.fromkeys(layout.method_of(r) for r in todo))
         if names:
             how = FILL.get(col) or _fill_from_records(col, results)

@@ -121,3 +121,39 @@ def write_tree(root: Path, benchmark: str, train_counts: list[int], val_per_clas
                 tree.entries[split].append((rel, label))
     tree.write_split_files()
     return tree
+
+
+def image_bytes(rgb: np.ndarray, fmt: str, mode: str = "RGB") -> bytes:
+    """Encode an (H, W, 3) uint8 array as "JPEG" or "PNG" in ``mode`` ("RGB" or "L" grayscale)."""
+    image = Image.fromarray(rgb, "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def folder_class_names(n: int) -> list[str]:
+    """Class folder names whose sorted order is their index order (c00_..., c01_...)."""
+    return [f"c{c:02d}_{PLACES[c % len(PLACES)]}" for c in range(n)]
+
+
+def write_image_folder(root: Path, counts: list[int], split: str = "train", sizes: tuple[int, int] = (16, 40),
+                       seed: int = 0, names: list[str] | None = None) -> list[str]:
+    """Write ROOT/<split>/<class>/<images>: ``counts[c]`` images of class c, each its class colour plus
+    noise at a random size in ``sizes`` (width and height drawn apart); every 3rd image a PNG, every 5th
+    grayscale, the others RGB JPEGs. Returns the relative paths (sorted, as a folder scan lists them)."""
+    rng = np.random.RandomState(seed)
+    names = names or folder_class_names(len(counts))
+    out = []
+    for c, n in enumerate(counts):
+        folder = Path(root) / split / names[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(n):
+            w, h = (int(v) for v in rng.randint(sizes[0], sizes[1] + 1, size=2))
+            rgb = np.clip(class_colour(c)[None, None, :] + rng.randint(0, 50, size=(h, w, 3)), 0, 255).astype(np.uint8)
+            fmt = "PNG" if k % 3 == 1 else "JPEG"
+            name = f"img_{k:04d}.{'png' if fmt == 'PNG' else 'jpg'}"
+            (folder / name).write_bytes(image_bytes(rgb, fmt, "L" if k % 5 == 2 else "RGB"))
+            out.append(f"{split}/{names[c]}/{name}")
+    return sorted(out)

@@ -30,7 +30,7 @@ def test_run_without_selectors_trains_builtins_on_digits_and_prints_the_table(st
     root, r = store
     from ltbench.registry import methods
 
-    builtins = [e.name for e in methods.entries() if e.origin.startswith("builtin")]
+    builtins = [e.name for e in methods.entries() if e.origin.startswith("builtin") and e.obj.in_default_run]
     n = 2 * len(builtins)
     assert f"run 1/{n} balanced_softmax on digits-LT IR20" in r.output and f"run {n}/{n} wb" in r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("|")]
@@ -111,3 +111,15 @@ def test_table_and_status_do_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_method_all_names_every_registered_method_and_the_default_is_the_paper_set():
+    from ltbench.api import make_selection
+    from ltbench.registry import methods
+
+    every = {e.name for e in methods.entries()}
+    assert set(make_selection("all").methods) == every
+    assert make_selection("all,ce").methods.count("ce") == 1
+    default = set(make_selection().methods)
+    assert {"ce", "cb", "wb", "crt", "lws", "tau_norm"} <= default
+    assert not default & {"focal", "cb_focal", "mislas", "disalign", "sade", "ride", "bcl"}
