@@ -185,4 +185,3 @@ def load_initial_weights(model: LTModel, path: Path | None) -> dict[str, Any]:
             "not_loaded": sorted(set(own) - set(matched))[:20]}
 
 
-from . import experts as _experts  # noqa: E402,F401  (registers the multi-expert backbones)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from .tricks import auto_augment
+from .autoaugment import auto_augment
 
 
 @dataclass(frozen=True)

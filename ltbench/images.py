@@ -32,10 +32,10 @@ from typing import Any
 import torch
 import torch.utils.data
 
+from .autoaugment import auto_augment
 from .data import Augment, ShotRule, normalize, sample_indices
 from .errors import LtbenchError
 from .splitlist import SplitList
-from .tricks import auto_augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,5 +1,18 @@
 """Built-in methods (importable as ltbench.methods.<name>); each module registers itself."""
 
-from . import cb, ce, crt, ldam_drw, logit_adjust, lws, ride, sade, tau_norm, wb  # noqa: F401
-from . import disalign, focal, mislas  # noqa: F401  (issue 16: focal losses, MiSLAS, DisAlign)
-from . import bcl  # noqa: F401  (issue 16: balanced contrastive learning)
+from . import (  # noqa: F401  # noqa: F401  (issue 16: focal losses, MiSLAS, DisAlign)
+    bcl,  # noqa: F401  (issue 16: balanced contrastive learning)
+    cb,
+    ce,
+    crt,
+    disalign,
+    focal,
+    ldam_drw,
+    logit_adjust,
+    lws,
+    mislas,
+    ride,
+    sade,
+    tau_norm,
+    wb,
+)

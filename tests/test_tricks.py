@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from ltbench.methods.cb import cb_loss, cb_weights
 
 from ltbench import engine
+from ltbench.autoaugment import augmentation_policy
 from ltbench.data import Augment, ImageSet, Splits, per_epoch_generator
 from ltbench.engine import RunOptions, execute
 from ltbench.errors import LtbenchError
@@ -21,7 +22,6 @@ from ltbench.store import Store
 from ltbench.tricks import (
     Mixer,
     StageTricks,
-    augmentation_policy,
     class_balanced_weights,
     class_mean_loss,
     cross_entropy_loss,
