@@ -192,6 +192,24 @@ def _val_score(rs: list[dict[str, Any]]) -> float:
     return statistics.fmean(vals) if vals else float("-inf")
 
 
+STANDARD_SHOTS = {"many": "n > 100", "medium": "20 <= n <= 100", "few": "n < 20"}  # the literature's rule
+
+
+def _shot_rule_notes(rs: list[dict[str, Any]], per_benchmark: bool) -> list[str]:
+    """A table of many / medium / few columns states the rule that made the groups when its data chose it
+    (a user's image folder, whose thresholds are data.many_above / data.few_below) or when it is not the
+    literature's (n > 100 many, n < 20 few, on training images per class)."""
+    if not per_benchmark:
+        return []
+    rules = {json.dumps({k: r["shot_rule"][k] for k in STANDARD_SHOTS}, sort_keys=True) for r in rs
+             if isinstance(r.get("shot_rule"), dict) and all(k in r["shot_rule"] for k in STANDARD_SHOTS)}
+    chosen = any(r.get("benchmark") == "imagefolder" for r in rs)
+    if not rules or (not chosen and rules == {json.dumps(STANDARD_SHOTS, sort_keys=True)}):
+        return []
+    return ["many / medium / few: the classes with " + ", ".join(f"{json.loads(rule)[g]} ({g})" for g in STANDARD_SHOTS)
+            + " training images" for rule in sorted(rules)]
+
+
 def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | None = None,
                 methods: list[str] | None = None, columns: list[str] | None = None, select: str = "val",
                 reference: bool = False) -> dict[str, Any]:
@@ -233,6 +251,7 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
     if any(row.endswith(")") and " (eval of " in row for row in rows):
         notes.append("eval of RUN: `ltbench eval` scores of that run's model on another benchmark instance (no "
                      "selection; many/medium/few by the run's own training counts)")
+    notes += _shot_rule_notes(rs, per_benchmark)
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
     cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]

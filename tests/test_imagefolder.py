@@ -106,6 +106,9 @@ def test_ce_wb_run_prints_the_table_and_records_the_data(tree: Path, tmp_path: P
     assert f"image folder {fp[:8]} (crop 32): test top-1 (%), selected on validation" in r.output
     rows = [ln.split("|")[1].strip() for ln in r.output.splitlines() if ln.startswith("|")][2:]
     assert rows == ["ce", "wb stage 1 (ce + tuned WD)", "wb"]
+    # the table states the rule that made its many / medium / few groups (the folder's: the literature's)
+    assert "- many / medium / few: the classes with n > 100 (many), 20 <= n <= 100 (medium), n < 20 (few) " \
+           "training images" in r.output
     [ce] = [json.loads(p.read_text()) for p in results.glob("runs/imagefolder/ce/*/result.json")]
     info = ce["data_info"]
     expected = [hand_split(n) for n in COUNTS]
