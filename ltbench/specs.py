@@ -314,13 +314,7 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         raise LtbenchError(f"--epochs {epochs}: must be at least 1 (it sets the epochs of the first training stage).")
     if not 0 <= seed <= MAX_SEED:
         raise LtbenchError(f"--seed {seed}: a seed must lie in 0..{MAX_SEED} (2^63-1).")
-    init = None
-    if init_weights is not None:
-        from .backbones import weights_id
-
-        if not Path(init_weights).is_file():
-            raise LtbenchError(f"--init-weights {init_weights}: no such file.")
-        init = weights_id(Path(init_weights))
+    init = _init_id(init_weights)
     m: Method = methods.get(method)()
     overrides = parse_sets(sets or [])
     if stage1_run is not None and not m.stage1:
@@ -338,16 +332,7 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     if stage1_run is None:
         plain = _resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, [], stage1_fixed, seed)
         own = _resolve_one(method, benchmark, plain.backbone, recipe, imbalance, None, [], bound, seed)
-        qualified = []
-        for o in overrides:
-            if o.stage is None:
-                holders = (["stage1"] if o.key in plain.stages["train"] else []) + \
-                    [st for st in own.stages if o.key in own.stages[st]] + (["data"] if o.key in plain.data else [])
-                if len(holders) > 1:
-                    raise LtbenchError(f"{o.where}: {o.key!r} exists in {', '.join(holders)}; say which, "
-                                       f"e.g. --set {holders[0]}.{o.key}=...")
-                o = o._replace(stage=holders[0] if holders else None)
-            qualified.append(o)
+        qualified = _qualified(overrides, plain, own)
         parent_sets = [o._replace(stage="train" if o.stage == "stage1" else o.stage) for o in qualified
                        if o.stage in ("stage1", "data")]
         parent = replace(_resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets,
@@ -366,6 +351,33 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
     return RunSpec(benchmark=spec.benchmark, data=spec.data, method=method, backbone=parent.backbone,
                    recipe=spec.recipe, seed=spec.seed, stages=spec.stages, parent=parent.canonical(),
                    origins={**spec.origins, "backbone": "stage-1 run"}, parent_origins=parent.origins)
+
+
+def _init_id(init_weights: Path | None) -> str | None:
+    """The id (sha256) of an --init-weights file, which goes into the spec (None without one)."""
+    if init_weights is None:
+        return None
+    from .backbones import weights_id
+
+    if not Path(init_weights).is_file():
+        raise LtbenchError(f"--init-weights {init_weights}: no such file.")
+    return weights_id(Path(init_weights))
+
+
+def _qualified(overrides: list[Override], plain: RunSpec, own: RunSpec) -> list[Override]:
+    """A decoupled method's --set keys with the stage each one names: a bare key goes to the one place
+    that has it (stage1, one of the method's stages, or data); a key in several is refused."""
+    qualified = []
+    for o in overrides:
+        if o.stage is None:
+            holders = (["stage1"] if o.key in plain.stages["train"] else []) + \
+                [st for st in own.stages if o.key in own.stages[st]] + (["data"] if o.key in plain.data else [])
+            if len(holders) > 1:
+                raise LtbenchError(f"{o.where}: {o.key!r} exists in {', '.join(holders)}; say which, "
+                                   f"e.g. --set {holders[0]}.{o.key}=...")
+            o = o._replace(stage=holders[0] if holders else None)
+        qualified.append(o)
+    return qualified
 
 
 def _given_stage1(stage1_run: dict[str, Any], m: Method, benchmark: str) -> RunSpec:
