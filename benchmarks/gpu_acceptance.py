@@ -221,8 +221,13 @@ class Checks:
             try:
                 method = methods.get(name)()
                 s2 = [f"stage2.epochs={stage2_epochs}"] if "stage2" in method.stages else []
-                spec = resolve(name, benchmark, epochs=epochs, sets=s2 + sets, backbone=self.cifar_backbone()
-                               if benchmark.startswith("cifar") else None)
+                # a method's own warm-up (e.g. SADE's 5 epochs on CIFAR) would outlast these short runs
+                first = method.stages[0]
+                if method.hparams(first, "paper", "cifar").get("warmup_epochs", 0) >= epochs:
+                    s2.append(f"{first}.warmup_epochs=0")
+                backbone = self.cifar_backbone() if benchmark.startswith("cifar") else None
+                backbone = method.backbone_for(backbone) if backbone else None  # multi-expert methods: theirs
+                spec = resolve(name, benchmark, epochs=epochs, sets=s2 + sets, backbone=backbone)
                 r = execute(spec, store, opts)
             except Exception as exc:
                 problems.append(f"{label}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}")
@@ -247,6 +252,7 @@ class Checks:
         from ltbench.method import StageContext
         from ltbench.recipes import ENGINE_DEFAULTS
         from ltbench.registry import methods
+        from ltbench.tricks import MaxNorm, stage_record
 
         g = torch.Generator().manual_seed(0)
 
@@ -265,9 +271,12 @@ class Checks:
                                class_counts=splits.class_counts)
             method.prepare(model, ctx)
             model.to(self.dev)
+            rec = stage_record(model, ctx)  # WB's MaxNorm is the engine's (ltbench.tricks), after each step
+            maxnorm = MaxNorm(rec["maxnorm"]["radius"], rec["maxnorm"]["every"]) if "maxnorm" in rec else None
             opt = torch.optim.SGD(method.param_groups(model, ctx), lr=0.01, momentum=0.9)
 
-            def step(x: Any, y: Any, method: Any = method, model: Any = model, ctx: Any = ctx, opt: Any = opt) -> Any:
+            def step(x: Any, y: Any, method: Any = method, model: Any = model, ctx: Any = ctx, opt: Any = opt,
+                     maxnorm: Any = maxnorm) -> Any:
                 with autocast(self.dev):
                     logits = model(to_memory_format(x, self.dev)).float()
                 loss = method.loss(logits, y, ctx)
@@ -275,6 +284,8 @@ class Checks:
                 loss.backward()
                 opt.step()
                 method.after_step(model, ctx)
+                if maxnorm is not None:
+                    maxnorm.project(model)
                 return loss.detach()
 
             batches = splits.train_batches(32, "class_balanced", torch.Generator().manual_seed(0), self.dev, True)

@@ -212,6 +212,7 @@ def test_cuda_training_steps_never_sync(name):
     data resident on the GPU, augmentation there) and the steps on them, in bf16 autocast and
     channels_last, make no synchronising call."""
     from ltbench.evaluation import autocast, to_memory_format
+    from ltbench.tricks import MaxNorm, stage_record
 
     device = torch.device("cuda")
     splits = _synthetic_splits(n=300)
@@ -223,6 +224,8 @@ def test_cuda_training_steps_never_sync(name):
     ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device, num_classes=5,
                        class_counts=splits.class_counts)
     method.prepare(model, ctx)
+    rec = stage_record(model, ctx)  # WB's MaxNorm is the engine's (ltbench.tricks), projected after each step
+    maxnorm = MaxNorm(rec["maxnorm"]["radius"], rec["maxnorm"]["every"]) if "maxnorm" in rec else None
     opt = torch.optim.SGD(method.param_groups(model, ctx), lr=0.01, momentum=0.9)
 
     def step(x, y):
@@ -233,6 +236,8 @@ def test_cuda_training_steps_never_sync(name):
         loss.backward()
         opt.step()
         method.after_step(model, ctx)
+        if maxnorm is not None:
+            maxnorm.project(model)
         return loss.detach()
 
     batches = splits.train_batches(32, "class_balanced", torch.Generator().manual_seed(0), device, True)
