@@ -444,7 +444,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
     feats, key = None, None  # features of the frozen backbone, once a stage has needed them
     for stage in method.stages:
         hp, trains, frozen = spec.stages[stage], method.trains(stage), method.frozen_features(stage)
-        ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device,
+        ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device, seed=spec.seed,
                            num_classes=splits.num_classes, class_counts=splits.class_counts)
         method.prepare(model, ctx)
         model.to(device)

@@ -28,6 +28,7 @@ class StageContext:
     num_classes: int
     class_counts: list[int]
     epoch: int = 0  # 0-based epoch being trained
+    seed: int = 0  # the run's seed: a method's own random draws (e.g. extra views) derive from it
     state: dict[str, Any] = field(default_factory=dict)  # method-private tensors (e.g. class weights)
     record: dict[str, Any] = field(default_factory=dict)  # extra fields for result.json
     # a frozen-feature stage: the backbone's features of every split, computed once (FeatureSplits)

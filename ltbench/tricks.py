@@ -88,7 +88,7 @@ class MaxNorm:
 
 def class_balanced_weights(counts: list[int], beta: float) -> torch.Tensor:
     """Cui et al.'s w_c = (1 - beta) / (1 - beta^n_c), scaled to sum to C (0 for a class without images);
-    the same numbers as ltbench.methods.cb.cb_weights."""
+    also the cb, wb, ldam_drw and cb_focal methods' weights (ltbench.methods.cb.cb_weights)."""
     n = torch.tensor(counts, dtype=torch.float64)
     w = torch.ones_like(n) if beta == 0 else (1 - beta) / (1 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
     w = torch.where(n > 0, w, torch.zeros_like(w))

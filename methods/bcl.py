@@ -265,7 +265,6 @@ class BCL(Method):
         self._features: torch.Tensor | None = None
         self._capture = False
         ctx.state["log_prior"] = log_prior(ctx.class_counts).to(ctx.device)
-        ctx.state.setdefault("view_seed", torch.initial_seed())  # the engine seeds torch with the run seed
         ctx.state.setdefault("view_step", [0, 0])  # (epoch, step) of the next batch's views
         self._stats = splits_stats(ctx.splits)
 
@@ -277,7 +276,7 @@ class BCL(Method):
         epoch, step = ctx.state["view_step"]
         step = step if epoch == ctx.epoch else 0  # a new epoch (or a resumed run) starts at step 0
         ctx.state["view_step"] = [ctx.epoch, step + 1]
-        return view_generator(int(ctx.state["view_seed"]), ctx.epoch, step)
+        return view_generator(ctx.seed, ctx.epoch, step)
 
     def forward(self, net: torch.nn.Module, x: torch.Tensor, ctx: StageContext) -> Any:
         """The classification view's logits, the 2N unit embeddings of the two contrastive views and

@@ -13,17 +13,13 @@ import torch.nn.functional as F
 
 from ltbench.method import Method, StageContext
 from ltbench.registry import methods
+from ltbench.tricks import class_balanced_weights
 
 
 def cb_weights(counts: list[int], beta: float) -> torch.Tensor:
-    """Class-balanced weights, summing to the number of classes (classes with no images get 0)."""
-    n = torch.tensor(counts, dtype=torch.float64)
-    if beta == 0:
-        w = torch.ones_like(n)
-    else:
-        w = (1 - beta) / (1 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
-    w = torch.where(n > 0, w, torch.zeros_like(w))
-    return (w * len(counts) / w.sum()).float()
+    """Class-balanced weights, summing to the number of classes (classes with no images get 0): the
+    engine's ``ltbench.tricks.class_balanced_weights`` (its ``reweight=cb`` option), one implementation."""
+    return class_balanced_weights(counts, beta)
 
 
 def cb_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, form: str = "softmax") -> torch.Tensor:

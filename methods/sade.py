@@ -308,7 +308,7 @@ class SADE(Method):
 
         augment = TwoViews(splits.mean, splits.std, splits.augment.crop_padding, splits.augment.flip,
                            blur_p=0.2 if splits.augment.crop_padding > 0 else 0.5)
-        gen = torch.Generator().manual_seed(torch.initial_seed() + 7127)  # the run's seed (engine: manual_seed)
+        gen = torch.Generator().manual_seed(ctx.seed + 7127)  # from the run's seed
         weights, info = learn_aggregation(model, images, augment, hp, gen, device)
         model.set_expert_weights(weights)
         ctx.record.update(test_time_aggregation=TTA_RECORD, expert_weights=weights.cpu().tolist(),

@@ -142,7 +142,7 @@ def test_views_are_deterministic_per_seed_epoch_and_step(channels):
 def test_step_counter_restarts_with_each_epoch():
     m = BCL()
     ctx = StageContext(stage="train", hp={}, splits=None, device=torch.device("cpu"), num_classes=2,
-                       class_counts=[2, 1], state={"view_seed": 7, "view_step": [0, 0]})
+                       class_counts=[2, 1], seed=7, state={"view_step": [0, 0]})
     draws = [m._next_generator(ctx).initial_seed() for _ in range(3)]
     assert draws == [view_generator(7, 0, s).initial_seed() for s in range(3)] and len(set(draws)) == 3
     ctx.epoch = 1  # the next epoch (or a run resumed at it) starts again at step 0
