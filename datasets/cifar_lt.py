@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ltbench.benchmark import Benchmark, check_imbalance, download_into, lt_counts
+from ltbench.data.benchmark import Benchmark, check_imbalance, download_into, lt_counts
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
-from ltbench.specs import setting
+from ltbench.spec.schema import settings_of
 
 if TYPE_CHECKING:
-    from ltbench.data import Splits
+    from ltbench.data.splits import Splits
 
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
@@ -89,13 +89,22 @@ def lt_indices(labels: np.ndarray, counts: list[int], subset: str, val_per_class
     return np.concatenate(train), np.concatenate(val)
 
 
+# The std of ShadeAlsha/LTR-weight-balancing, utils/dataset_CIFAR100LT.py (transforms.Normalize with CIFAR-10's
+# mean (0.4914, 0.4822, 0.4465) and this std, on CIFAR-100-LT; SADE's CIFAR loaders use the same pair). It is
+# not CIFAR-10's per-pixel std (0.2470, 0.2435, 0.2616): normalization=cifar10 keeps meaning that, and
+# normalization=wb_code means this.
+WB_CODE_STD = (0.2023, 0.1994, 0.2010)
+
+
 class _CifarLT(Benchmark):
     in_channels = 3
     default_backbone = "resnet32"
     recipe_family = "cifar"
     # report: the number a table shows, the test accuracy or its average over each image and its mirror
     # image (the WB authors' code)
-    choices = {"subset": ("cao", "first"), "normalization": ("own", "cifar10"), "report": ("test", "test_flip_avg")}
+    # normalization: the benchmark's own mean/std, CIFAR-10's, or those of the WB authors' code (WB_CODE_STD)
+    choices = {"subset": ("cao", "first"), "normalization": ("own", "cifar10", "wb_code"),
+               "report": ("test", "test_flip_avg")}
     folder: ClassVar[str]
     train_files: ClassVar[list[str]]
     test_files: ClassVar[list[str]]
@@ -113,10 +122,14 @@ class _CifarLT(Benchmark):
             raise LtbenchError(f"{self.name}: data.val_per_class={params['val_per_class']} must not be negative.")
 
     def normalization(self, params: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
-        """Mean and std of the inputs: the benchmark's own (``normalization=own``) or CIFAR-10's, which
-        the WB authors' code (after Cao et al.'s) uses for CIFAR-100 too (``normalization=cifar10``)."""
-        if setting(params, "normalization") == "cifar10":
+        """Mean and std of the inputs: the benchmark's own (``normalization=own``), CIFAR-10's
+        (``cifar10``), or the constants of the WB authors' code (``wb_code``: CIFAR-10's mean with the
+        std WB_CODE_STD, for CIFAR-10 and CIFAR-100 alike)."""
+        value = settings_of(params).normalization
+        if value == "cifar10":
             return {"mean": Cifar10LT.mean, "std": Cifar10LT.std}
+        if value == "wb_code":
+            return {"mean": Cifar10LT.mean, "std": WB_CODE_STD}
         return {"mean": self.mean, "std": self.std}
 
     def label(self, params: dict[str, Any]) -> str:
@@ -148,6 +161,11 @@ class _CifarLT(Benchmark):
                                f"expected one label in 0..{self.num_classes - 1} per image. Re-download the file.")
         return data, labels
 
+    def check_data(self, params: dict[str, Any], data_root: Path, download: bool = True,
+                   split_root: Path | None = None) -> None:
+        if not download:  # with downloading on, a missing file is fetched when the run starts
+            self._files(Path(data_root), False)
+
     def _files(self, root: Path, download: bool) -> Path:
         folder = root / self.folder
         missing = [f for f in self.train_files + self.test_files if not (folder / f).is_file()]
@@ -175,7 +193,7 @@ class _CifarLT(Benchmark):
              split_root: Path | None = None) -> Splits:
         import torch
 
-        from ltbench.data import Augment, ImageSet, ShotRule, Splits
+        from ltbench.data.splits import Augment, ImageSet, ShotRule, Splits
 
         folder = self._files(Path(data_root), download)
         parts = [self._read(folder / f) for f in self.train_files]

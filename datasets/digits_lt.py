@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ltbench.benchmark import Benchmark, check_imbalance, lt_counts
+from ltbench.data.benchmark import Benchmark, check_imbalance, lt_counts
 from ltbench.registry import benchmarks
 
 if TYPE_CHECKING:
-    from ltbench.data import Splits
+    from ltbench.data.splits import Splits
 
 TEST_PER_CLASS = 50
 VAL_PER_CLASS = 20
@@ -44,7 +44,7 @@ class DigitsLT(Benchmark):
         import torch
         from sklearn.datasets import load_digits
 
-        from ltbench.data import Augment, ImageSet, ShotRule, Splits
+        from ltbench.data.splits import Augment, ImageSet, ShotRule, Splits
 
         d = load_digits()
         images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)

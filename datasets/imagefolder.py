@@ -5,10 +5,13 @@ Two layouts under ``--data-root ROOT``:
 - class folders: ``ROOT/train/<class>/<images>`` (sub-folders of a class folder are read too; files
   and folders whose names start with '.' are skipped), optionally ``ROOT/val/`` and ``ROOT/test/`` of
   the same shape. Classes are the train folder names in sorted order; a val/ or test/ class must be
-  one of them.
+  one of them. No link to a folder is followed: a class or split folder that is a link is refused, a
+  linked folder inside a class folder skipped; a link to a file is used when its target is a file
+  inside ROOT (resolved), else skipped, as are files beside the class folders (``Source.skipped``, which
+  ``data check`` lists). A tree without links reads as it always did: same images, order, fingerprint.
 - split lists (with ``--split-root DIR``): ``DIR/train.txt`` and optionally ``DIR/val.txt``,
   ``DIR/test.txt``, one ``relative/path label`` line per image (paths relative to ROOT, as the
-  ImageNet-LT lists; read by ``ltbench.splitfile`` with its checks: no absolute path, no '..'), and
+  ImageNet-LT lists; read by ``ltbench.data.splitfile`` with its checks: no absolute path, no '..'), and
   optionally ``DIR/classes.txt`` (class names, line i = label i; else the names are the labels).
 
 A split that is not given is carved out of the training images, per class, seeded (``make_splits``):
@@ -19,7 +22,7 @@ the cap, t = floor(cap * T / (T + V) + 1/2) and v = cap - t. The permutation's f
 test, the next v val, the rest train: never overlapping, and a class keeps at least one training image.
 
 ``imbalance`` R > 0 then makes the training set long-tailed with Cao et al.'s profile
-(``ltbench.benchmark.lt_counts``): n_max is the smallest per-class training count (a balanced folder:
+(``ltbench.data.benchmark.lt_counts``): n_max is the smallest per-class training count (a balanced folder:
 its count), class i keeps its first n_i = int(n_max * R^(-i/(C-1))) training images in the seeded
 order above. 0 keeps the counts as they are.
 
@@ -35,21 +38,22 @@ import hashlib
 import json
 import math
 import os
+import stat as stat_module
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ltbench.benchmark import Benchmark, check_imbalance, lt_counts
+from ltbench.data.benchmark import Benchmark, check_imbalance, lt_counts
+from ltbench.data.splitfile import LINE_FORMAT, read_split_file
+from ltbench.data.splitlist import SplitList
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
-from ltbench.splitfile import LINE_FORMAT, read_split_file
-from ltbench.splitlist import SplitList
 
 if TYPE_CHECKING:
-    from ltbench.data import ShotRule
-    from ltbench.images import ImageFileSplits, ImageTransform
+    from ltbench.data.images import ImageFileSplits, ImageTransform
+    from ltbench.data.splits import ShotRule
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")  # what ltbench.images.decode_rgb decodes
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")  # what ltbench.data.images.decode_rgb decodes
 SPLITS = ("train", "val", "test")
 LIST_FILES = {split: f"{split}.txt" for split in SPLITS}
 CLASSES_FILE = "classes.txt"
@@ -76,6 +80,7 @@ class Source:
     lists: dict[str, SplitList]
     sizes: dict[str, list[int]]
     ignored: list[str] = field(default_factory=list)  # files that are not images (folders layout)
+    skipped: list[str] = field(default_factory=list)  # "path: why" for links not followed and the like
 
     def fingerprint(self) -> str:
         """sha256 of the layout, class names and every image's (split, path, label, size): 16 hex digits."""
@@ -95,49 +100,104 @@ class Source:
 # scanning
 
 
-def _image_files(folder: Path, rel: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """The image files under ``folder`` (recursively, sorted, hidden names skipped) as (path relative
-    to the data root, size), and the other files (relative paths)."""
-    images, other = [], []
-    for top, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        sub = Path(top).relative_to(folder).as_posix()
-        prefix = rel if sub == "." else f"{rel}/{sub}"
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                images.append((f"{prefix}/{name}", os.stat(Path(top) / name).st_size))
+def _inside(path: str, real_root: str) -> bool:
+    return os.path.commonpath([path, real_root]) == real_root
+
+
+def _unusable(entry: os.DirEntry[str], real_root: str) -> str | None:
+    """Why an image file found in a class folder cannot be used (None when it can): links are used only
+    when their target is a file inside the data root."""
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if not os.path.exists(target):
+            return f"a link to {target}, which does not exist"
+        if not _inside(target, real_root):
+            return f"a link to {target}, outside the data root (links are followed only within it)"
+    if not entry.is_file():
+        return "not a regular file"
+    return None
+
+
+def _image_files(folder: Path, rel: str, real_root: str) -> tuple[list[tuple[str, int]], list[str], list[str]]:
+    """The image files under ``folder`` (recursively, sorted, hidden names skipped: os.walk's top-down
+    order) as (path relative to the data root, size), the other files, and what was skipped, with why
+    ("path: why"). Links to folders are never followed; a link to a file is used when its target lies
+    inside the data root (``real_root``, links resolved)."""
+    images, other, skipped = [], [], []
+    todo = [(folder, rel)]
+    while todo:  # depth first, each folder's files before its sub-folders, as os.walk
+        top, prefix = todo.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(f"{prefix}: a folder that cannot be read ({exc.strerror or type(exc).__name__})")
+            continue
+        subdirs = []
+        for e in entries:
+            path = f"{prefix}/{e.name}"
+            if e.is_dir(follow_symlinks=False):
+                subdirs.append((Path(e.path), path))
+            elif e.is_symlink() and e.is_dir():
+                skipped.append(f"{path}: a link to a folder (links to folders are not followed)")
+            elif not e.name.lower().endswith(IMAGE_EXTENSIONS):
+                other.append(path)
+            elif (why := _unusable(e, real_root)) is not None:
+                skipped.append(f"{path}: {why}")
             else:
-                other.append(f"{prefix}/{name}")
-    return images, other
+                images.append((path, e.stat().st_size))
+        todo += reversed(subdirs)
+    return images, other, skipped
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(d.name for d in os.scandir(folder) if d.is_dir() and not d.name.startswith("."))
+def _link_error(path: Path, what: str) -> LtbenchError:
+    return LtbenchError(f"image folder: {what} {path} is a link (to {os.path.realpath(path)}); ltbench follows no "
+                        f"links to folders inside the data root (one can lead out of it, or loop back into it). "
+                        f"Put the folder itself there, or pass the folder that holds the real one as --data-root.")
+
+
+def _class_dirs(folder: Path) -> tuple[list[str], list[str]]:
+    """The class folders of a split folder (sorted) and the other names beside them (unused)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise LtbenchError(f"image folder: cannot read {folder} ({exc.strerror or type(exc).__name__}); make it "
+                           f"readable, or point --data-root elsewhere.") from None
+    for e in entries:
+        if e.is_symlink() and e.is_dir():
+            raise _link_error(Path(e.path), "class folder")
+    return [e.name for e in entries if e.is_dir(follow_symlinks=False)], \
+        [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
 
 
 def scan_folders(root: Path) -> Source:
     """Scan ROOT/train (and ROOT/val, ROOT/test when there) for class folders of images."""
     train = root / "train"
+    if train.is_symlink():
+        raise _link_error(train, "split folder")
     if not train.is_dir():
         raise LtbenchError(
             f"image folder: no train/ folder in {root}. Lay the images out as ROOT/train/<class>/<image files> "
             f"(optionally ROOT/val/ and ROOT/test/ of the same shape) and pass --data-root ROOT; for split lists "
             f"of your own ('relative/path label' lines) add --split-root DIR holding train.txt.")
-    classes = _class_dirs(train)
+    classes = _class_dirs(train)[0]
     if len(classes) < 2:
         raise LtbenchError(f"image folder: {train} has {len(classes)} class folder(s); a benchmark needs at least 2 "
                            f"(one sub-folder of train/ per class, holding its images).")
     index = {c: i for i, c in enumerate(classes)}
     source = Source("folders", root, classes, {}, {})
+    real_root = os.path.realpath(root)
     for split in SPLITS:
         folder = root / split
+        if folder.is_symlink():
+            raise _link_error(folder, "split folder")
         if split != "train" and not folder.exists():
             continue
         if not folder.is_dir():
             raise LtbenchError(f"image folder: {folder} is not a folder; remove it or make it ROOT/{split}/<class>/.")
-        found = _class_dirs(folder)
+        found, loose = _class_dirs(folder)
+        source.skipped += [f"{split}/{name}: not in a class folder" for name in loose]
         unknown = [c for c in found if c not in index]
         if unknown:
             raise LtbenchError(f"image folder: {folder / unknown[0]} is not a class of {train} (its classes: "
@@ -145,13 +205,14 @@ def scan_folders(root: Path) -> Source:
         entries = FolderList(folder, [], [], [])
         sizes: list[int] = []
         for c in found:
-            images, other = _image_files(folder / c, f"{split}/{c}")
+            images, other, skipped = _image_files(folder / c, f"{split}/{c}", real_root)
             source.ignored += other
+            source.skipped += skipped
             if split == "train" and not any(size > 0 for _, size in images):
                 raise LtbenchError(
                     f"image folder: class folder {folder / c} has no readable image ({len(images)} empty image "
-                    f"file(s), {len(other)} other file(s)); images are {', '.join(IMAGE_EXTENSIONS)} files. Add "
-                    f"images or remove the folder.")
+                    f"file(s), {len(other)} other file(s){f', {len(skipped)} skipped: {skipped[0]}' if skipped else ''}"
+                    f"); images are {', '.join(IMAGE_EXTENSIONS)} files. Add images or remove the folder.")
             for path, size in images:
                 entries.paths.append(path)
                 entries.labels.append(index[c])
@@ -181,9 +242,7 @@ def scan_lists(root: Path, split_dir: Path) -> Source:
         raise LtbenchError(f"image folder: no {LIST_FILES['train']} in --split-root {split_dir}. Put the split lists "
                            f"there (train.txt, optionally val.txt and test.txt; 'relative/path label' per line, paths "
                            f"relative to --data-root), or drop --split-root to read class folders ROOT/train/<class>/.")
-    names_file = split_dir / CLASSES_FILE
-    names = [t.strip() for t in names_file.read_text(encoding="utf-8").splitlines() if t.strip()] \
-        if names_file.is_file() else []
+    names = _class_names(split_dir / CLASSES_FILE)
     limit = len(names) or NO_CLASS_LIMIT
     lists = {s: _read_list(split_dir / f, limit) for s, f in LIST_FILES.items() if (split_dir / f).is_file()}
     used = set(lists["train"].labels)
@@ -203,6 +262,21 @@ def scan_lists(root: Path, split_dir: Path) -> Source:
     return source
 
 
+def _class_names(path: Path) -> list[str]:
+    """The lines of classes.txt (blank ones skipped); none when there is no such file."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise LtbenchError(f"image folder: {path}:{line} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save "
+                           f"{CLASSES_FILE} as UTF-8, one class name per line.") from None
+    except OSError as exc:
+        raise LtbenchError(f"image folder: cannot read {path} ({exc.strerror or type(exc).__name__}).") from None
+    return [t.strip() for t in text.splitlines() if t.strip()]
+
+
 def _check_held_out(entries: SplitList, num_classes: int, seen: dict[str, str]) -> None:
     for i, (path, y) in enumerate(zip(entries.paths, entries.labels, strict=True)):
         if y >= num_classes:
@@ -215,11 +289,16 @@ def _check_held_out(entries: SplitList, num_classes: int, seen: dict[str, str]) 
 
 
 def _size(root: Path, entries: SplitList, i: int) -> int:
+    path = root / entries.paths[i]
     try:
-        return os.stat(root / entries.paths[i]).st_size
+        st = os.stat(path)
     except OSError:
-        raise LtbenchError(f"image {root / entries.paths[i]} (listed at {entries.where(i)}) not found; paths in the "
-                           f"split lists are relative to --data-root {root}.") from None
+        link = f" (a link to {os.path.realpath(path)}, which does not exist)" if path.is_symlink() else ""
+        raise LtbenchError(f"image {path} (listed at {entries.where(i)}) not found{link}; paths in the split lists "
+                           f"are relative to --data-root {root}.") from None
+    if not stat_module.S_ISREG(st.st_mode):
+        raise LtbenchError(f"image {path} (listed at {entries.where(i)}) is not a file; list image files only.")
+    return st.st_size
 
 
 def scan(data_root: Path, split_root: Path | None = None) -> Source:
@@ -236,7 +315,7 @@ def _signature(data_root: Path, split_root: Path | None) -> tuple[Any, ...]:
         return tuple(p.stat().st_mtime_ns if p.is_file() else None for p in files)
     out = []
     for split in SPLITS:
-        for top, dirs, _ in os.walk(Path(data_root) / split, followlinks=True):
+        for top, dirs, _ in os.walk(Path(data_root) / split):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             out.append((top, os.stat(top).st_mtime_ns))
     return tuple(out)
@@ -394,19 +473,19 @@ class ImageFolder(Benchmark):
         return text + (f" ({', '.join(changed)})" if changed else "")
 
     def transform(self, params: dict[str, Any]) -> ImageTransform:
-        from ltbench.images import ImageTransform
+        from ltbench.data.images import ImageTransform
 
         return ImageTransform(crop=int(params["crop"]), resize=resize_of(params), color_jitter=float(params["color_jitter"]))
 
     def shot_rule(self, params: dict[str, Any]) -> ShotRule:
-        from ltbench.data import ShotRule
+        from ltbench.data.splits import ShotRule
 
         many, few = int(params["many_above"]), int(params["few_below"])
         return ShotRule(many, few, name="strict" if (many, few) == (100, 20) else f"many n > {many}, few n < {few}")
 
     def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
              split_root: Path | None = None) -> ImageFileSplits:
-        from ltbench.images import ImageFiles, ImageFileSplits
+        from ltbench.data.images import ImageFiles, ImageFileSplits
 
         source = scan(Path(data_root), split_root)
         found = source.fingerprint()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark, read_split_file
 from ltbench.registry import benchmarks
-from ltbench.splitfile import SplitFacts, SplitFileBenchmark, read_split_file
 
 
 @benchmarks.register()

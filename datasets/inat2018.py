@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
-from ltbench.splitfile import SplitFacts, SplitFileBenchmark
 
 ANNOTATIONS = {"train": "train2018.json", "val": "val2018.json"}
 

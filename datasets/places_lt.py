@@ -6,8 +6,8 @@ ImageNet weights (`ltbench run --init-weights FILE`). Model selection on val, re
 
 from __future__ import annotations
 
+from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark
 from ltbench.registry import benchmarks
-from ltbench.splitfile import SplitFacts, SplitFileBenchmark
 
 
 @benchmarks.register()

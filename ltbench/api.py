@@ -16,116 +16,43 @@ torch is imported when something trains, not when this module is imported.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_common import (
-    DEFAULT_BENCHMARK,
-    DEFAULT_RESULTS,
-    builtin_methods,
-    check_device,
-    check_writable,
-    err,
-    every_method,
-    known_names,
-    parse_seeds,
-    split_names,
-    stage1_spec,
-)
+from .cli.common import err
+from .cli.show import describe_result, stage1_users
 from .errors import LtbenchError
+from .results.store import Store
+from .spec.request import DEFAULT_RESULTS, Names, RunRequest, Seeds, _names, known_names
 
 if TYPE_CHECKING:
-    from .engine import RunOptions
-    from .specs import Override, RunSpec
-    from .store import Store
-
-Names = str | list[str] | tuple[str, ...] | None
-Seeds = int | str | list[int] | tuple[int, ...] | None
+    from .engine.training import RunOptions
+    from .spec.run_spec import RunSpec
 
 
-@dataclass
-class Selection:
-    """What `ltbench run|sweep` and ``ltbench.run`` select: the command line's selectors merged with a
-    config file (ltbench.config), defaults filled in."""
+def execute_request(request: RunRequest, dry_run: bool = False) -> tuple[list[RunSpec], list[dict[str, Any]]]:
+    """`ltbench run` and ``ltbench.run``: plan the request's runs, check everything a run would refuse
+    (also for a dry run, which then prints the plan and returns nothing), then train them in this
+    process or as jobs; the specs asked for, and the records (stage-1 runs included, each once)."""
+    from .results.store import Store
 
-    methods: list[str]
-    benchmarks: list[str]
-    seeds: list[int]
-    backbone: str | None = None
-    recipe: str | None = None
-    imbalance: float | None = None
-    epochs: int | None = None
-    sets: list[str | Override] = field(default_factory=list)  # the config's first, then --set
-    renamed: dict[str, str] = field(default_factory=dict)  # origin "--epochs" -> "config NAME", ...
+    store = Store(request.results)
+    specs = request.specs(store)
+    launcher = request.launch_options().launcher
+    request.check(specs, launcher, dry_run)
+    if dry_run:
+        from .cli.show import dry_run_text
 
-    def specs(self, store: Store, stage1: str | None = None, init_weights: Path | None = None,
-              data_root: Path | None = None, split_root: Path | None = None) -> list[RunSpec]:
-        """The runs, benchmark by benchmark, method by method, seed by seed (`ltbench run`'s order)."""
-        from .config import relabel
-        from .specs import resolve
+        print(dry_run_text(specs, store, request.force))
+        return specs, []
+    opts = request.run_options()
+    if launcher == "inline":
+        done = train_inline(specs, store, opts, request.force)
+    else:
+        from .cli.sweep import launch_and_wait
 
-        parent = stage1_spec(store, stage1)
-        return [relabel(resolve(m, d, backbone=self.backbone, recipe=self.recipe, imbalance=self.imbalance,
-                                epochs=self.epochs, sets=self.sets, seed=s, stage1_run=parent,
-                                init_weights=init_weights, data_root=data_root, split_root=split_root), self.renamed)
-                for d in self.benchmarks for m in self.methods for s in self.seeds]
-
-
-def _names(value: Names, option: str) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return split_names(value, option)
-    names = [str(v).strip() for v in value if str(v).strip()]
-    if not names:
-        raise LtbenchError(f"{option} {list(value)!r}: names nothing; leave it out for the default.")
-    return names
-
-
-def _seeds(value: Seeds) -> list[int] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_seeds(value)
-    values = [value] if isinstance(value, int) else list(value)
-    if not values or not all(type(v) is int for v in values):
-        raise LtbenchError(f"seed {value!r}: expected an integer or a list of integers, e.g. seed=[0, 1, 2].")
-    return values
-
-
-def _sets(value: list[str] | tuple[str, ...] | dict[str, Any] | None) -> list[str]:
-    """--set items: a list of "STAGE.KEY=VALUE" strings, or a dict {"STAGE.KEY": value} (a value is
-    written as JSON, or as it is when a string, and parsed back as --set parses it)."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]
-    if isinstance(value, str):
-        return [value]
-    return list(value)
-
-
-def make_selection(method: Names = None, dataset: Names = None, *, seed: Seeds = None, backbone: str | None = None,
-           recipe: str | None = None, imbalance: float | None = None, epochs: int | None = None,
-           sets: list[str] | dict[str, Any] | None = None, config: str | Path | None = None) -> Selection:
-    """The selection of `ltbench run|sweep`: a config file's selectors and settings (if any), then the
-    command line's (a given flag wins over the file, a --set over the file's value of its key), then the
-    defaults (the built-in methods, digits_lt, seed 0)."""
-    from .config import load_config, merged
-
-    cfg = load_config(config) if config is not None else None
-    flags = {"method": _names(method, "--method"), "dataset": _names(dataset, "--dataset"), "backbone": backbone,
-             "recipe": recipe, "imbalance": imbalance, "seed": _seeds(seed), "epochs": epochs}
-    chosen, renamed, from_file = merged(cfg, flags)
-    names = chosen["method"]
-    if names and "all" in names:  # --method all: every registered method (with any others named, once)
-        names = list(dict.fromkeys(every_method() + [n for n in names if n != "all"]))
-    return Selection(methods=names or builtin_methods(), benchmarks=chosen["dataset"] or [DEFAULT_BENCHMARK],
-                     seeds=chosen["seed"] or [0], backbone=chosen["backbone"], recipe=chosen["recipe"],
-                     imbalance=chosen["imbalance"], epochs=chosen["epochs"], sets=[*from_file, *_sets(sets)],
-                     renamed=renamed)
+        done = launch_and_wait(specs, store, opts, request.launch_options(), request.force)
+    return specs, list({r["run_id"]: r for r in done}.values())
 
 
 # --- training in this process (`ltbench run`, launcher inline) ---------------------------------------
@@ -135,7 +62,7 @@ def train_inline(specs: list[RunSpec], store: Store, opts: RunOptions, force: bo
     with a header line per run and a result line on stderr; the records, stage-1 runs included, each once."""
     from rich.markup import escape
 
-    from .engine import execute
+    from .engine.training import execute
 
     done = []
     users = stage1_users(specs)
@@ -163,36 +90,13 @@ def _header(what: str, spec: Any, store: Any, force: bool, role: str = "") -> No
               highlight=False)
 
 
-def stage1_users(specs: list[Any]) -> dict[str, list[str]]:
-    """Stage-1 run id -> the methods among ``specs`` that build on it."""
-    users: dict[str, list[str]] = {}
-    for s in specs:
-        if s.parent_id is not None and s.method not in users.setdefault(s.parent_id, []):
-            users[s.parent_id].append(s.method)
-    return users
-
-
-def describe_result(result: dict[str, Any]) -> str:
-    """One line: the test accuracy and how the reported weights were chosen."""
-    return f"test top-1 {result['test']['top1']:.2f}  ({selection_text(result)})"
-
-
-def selection_text(result: dict[str, Any]) -> str:
-    """How a record's reported weights were chosen: "val class-mean 91.00; epoch 35 selected on val"."""
-    sel, val = result["selected"], result["val"]["class_mean"]
-    val_text = f"val class-mean {val:.2f}" if val is not None else "no validation set"
-    how = f"epoch {sel['epoch']} selected on {sel['rule']}" if sel.get("epoch") is not None else \
-        "post-hoc: no training of its own"
-    return f"{val_text}; {how}"
-
-
 # --- tables (`ltbench table`) ---------------------------------------------------------------------
 
 def table_data(results: Path, benchmark: Names, method: Names, select: str = "val",
                reference: bool = False) -> dict[str, Any]:
     """The table (tables.build_table) of a store's finished runs, filtered; an error when no run matches."""
-    from .store import Store
-    from .tables import build_table, read_records
+    from .results.store import Store
+    from .results.tables import build_table, read_records
 
     if select not in ("val", "last"):
         raise LtbenchError(f"--select {select!r}: expected val or last.")
@@ -213,7 +117,7 @@ def table_data(results: Path, benchmark: Names, method: Names, select: str = "va
 
 def format_table(t: dict[str, Any], fmt: str) -> str:
     """What `ltbench table --format FMT` prints on stdout: the title (github, latex) and the table."""
-    from .tables import FORMATS, render
+    from .results.tables import FORMATS, render
 
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
@@ -249,34 +153,28 @@ def run(method: Names = None, dataset: Names = None, *, imbalance: float | None 
         results: str | Path = DEFAULT_RESULTS, data_root: str | Path | None = None, device: str = "auto",
         download: bool = True, force: bool = False, stage1: str | None = None, init_weights: str | Path | None = None,
         split_root: str | Path | None = None, keep_features: bool = True, compile: bool = False,  # noqa: A002
-        test_every_epoch: bool = False, progress: bool | None = None) -> list[dict[str, Any]]:
-    """Train and evaluate in this process, as `ltbench run` does (launcher inline), and return the
-    records (result.json) of the runs asked for: one per (dataset, method, seed), in that order. A
-    decoupled method's stage-1 run is trained too and kept in ``results`` (its record is the parent of
-    the stage-2 record: ``record["method_record"]["parent"]``; ``table()`` shows it as a row).
+        test_every_epoch: bool = False, sync_bn: bool = False, log: str | None = None, progress: bool | None = None,
+        dry_run: bool = False, launcher: str = "inline", **launch: Any) -> list[dict[str, Any]]:
+    """Train and evaluate as `ltbench run` does, with every option it has, and return the records
+    (result.json) of the runs asked for: one per (dataset, method, seed), in that order. A decoupled
+    method's stage-1 run is trained too and kept in ``results`` (its record is the parent of the stage-2
+    record: ``record["method_record"]["parent"]``; ``table()`` shows it as a row).
 
     ``method``/``dataset``: a name, "a,b" or a list (default: the built-in methods on digits_lt);
     ``seed``: an int, "0,1" or a list; ``set``: ["STAGE.KEY=VALUE", ...] or {"STAGE.KEY": value};
-    ``config``: a config file or a shipped config's name (ltbench.config); ``progress``: rich bars
-    (None: when stderr is a terminal). Raises LtbenchError for anything a user can get wrong, before
-    anything is written."""
-    from .engine import RunOptions
-    from .store import Store
-
-    sel = make_selection(method, dataset, seed=seed, backbone=backbone, recipe=recipe, imbalance=imbalance, epochs=epochs,
-                 sets=set, config=config)
-    store = Store(Path(results))
-    init = Path(init_weights) if init_weights is not None else None
-    opts = RunOptions(device=device, download=download, split_root=Path(split_root) if split_root else None,
-                      init_weights=init, keep_features=keep_features, compile=compile,
-                      test_every_epoch=test_every_epoch, live_progress=progress)
-    if data_root is not None:
-        opts.data_root = Path(data_root)
-    specs = sel.specs(store, stage1, init, opts.data_root, opts.split_root)
-    check_device(device, "inline")
-    check_writable(Path(results))
-    done = {r["run_id"]: r for r in train_inline(specs, store, opts, force)}
-    return [done[s.run_id] for s in specs]
+    ``config``: a config file or a shipped config's name (ltbench.spec.config); ``progress``: rich bars
+    (None: when stderr is a terminal); ``dry_run``: print the plan, return []; ``launcher``: inline (this
+    process), local or slurm, with the launch options of the command line as keywords (``max_jobs``,
+    ``time_min``, ``gpus``, ``partition``, ...). Raises LtbenchError for anything a user can get wrong
+    (a wrong type included), before anything is written."""
+    kwargs = {k: v for k, v in locals().items() if k not in ("launch", "set", "dry_run")}
+    kwargs.update(sets=set, **launch)
+    request = RunRequest.from_api("ltbench.run", kwargs)
+    if not isinstance(dry_run, bool):
+        raise LtbenchError(f"ltbench.run(dry_run={dry_run!r}): expected True or False.")
+    specs, records = execute_request(request, dry_run)
+    done = {r["run_id"]: r for r in records}
+    return [] if dry_run else [done[s.run_id] for s in specs]
 
 
 def table(dataset: Names = None, method: Names = None, *, select: str = "val", reference: bool = False,

@@ -59,6 +59,21 @@ def write_atomically(path: Path, write: Callable[[str], Any]) -> None:
         raise
 
 
+def write_torch(obj: Any, tmp: str) -> None:
+    """``torch.save(obj)`` into the file ``tmp``, through memory: torch names the archive's records after a
+    file name it is given (a random temporary one here), and "archive" for a file object, so equal objects
+    give equal bytes; and torch's writer turns a write interrupted by Ctrl-C into a RuntimeError, which a
+    buffer in memory cannot be (the file is written by Python, where Ctrl-C stays a KeyboardInterrupt)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+
+
 def file_sha256(path: Path | str) -> str:
     """The sha256 of a file's bytes, as hex."""
     h = hashlib.sha256()

@@ -14,7 +14,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:  # torch is imported lazily so that `ltbench list/table/status` start fast
     import torch
 
-    from .data import TrainSplits
+    from .data.splits import TrainSplits
+    from .spec.schema import Setting, Settings
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How a method is shown, declared in one place: ``order``, its row's place in tables (the built-ins
+    from 0 to 71; plugins after them, by name); ``stage1_row``, for a decoupled method whose stage-1 run
+    is a row of its own, (that row's name, its order); ``in_default_run``: part of `ltbench run` without
+    --method (the weight-balancing paper's comparison set, the README's quickstart), else it runs with
+    --method NAME or --method all."""
+
+    order: float = 100.0
+    stage1_row: tuple[str, float] | None = None
+    in_default_run: bool = True
 
 
 @dataclass
@@ -22,7 +36,7 @@ class StageContext:
     """What a method's hooks may read (and, in ``state`` and ``record``, write) during one stage."""
 
     stage: str
-    hp: dict[str, Any]
+    hp: Settings  # the stage's resolved values (a dict whose keys also read as attributes: ctx.hp.lr)
     splits: TrainSplits  # the benchmark's splits, or in a frozen-feature stage their features
     device: torch.device
     num_classes: int
@@ -33,6 +47,14 @@ class StageContext:
     record: dict[str, Any] = field(default_factory=dict)  # extra fields for result.json
     # a frozen-feature stage: the backbone's features of every split, computed once (FeatureSplits)
     features: Any = None
+    # the stage's engine options (ltbench.engine.stage_options.StageOptions: MaxNorm's radius, the class
+    # weights of re-weighting, ...), made by the engine as the stage starts, after ``prepare``
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        from .spec.schema import settings_of
+
+        self.hp = settings_of(self.hp)
 
 
 class Method:
@@ -46,18 +68,15 @@ class Method:
     # Decoupled methods: the method whose run is this method's stage 1 (its own, shared record),
     # e.g. "ce". Its settings are addressed as stage1.<key> on the command line.
     stage1: ClassVar[str | None] = None
-    # Engine keys (ltbench.recipes.ENGINE_DEFAULTS: epochs, lr, weight_decay, sampler, ...) whose value
+    # The method's own keys, declared (ltbench.spec.schema.Setting: type, range or choices, help); a key that
+    # hparams() gives and that is not declared here is typed by its default.
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    # Engine keys (ltbench.spec.schema.ENGINE: epochs, lr, weight_decay, sampler, ...) whose value
     # this method sets on purpose in hparams(). Any other engine key that hparams() returns for a
     # training stage is a name clash, refused when the method registers (check_hparam_names).
     overrides: ClassVar[frozenset[str]] = frozenset()
-    # Tables: rows are sorted by table_order (the built-ins from 0 to 60; plugins after them, by name),
-    # and a decoupled method may show the stage-1 run it builds on as a row of its own: (row name, order).
-    table_order: ClassVar[float] = 100.0
-    # Part of `ltbench run` without --method (the weight-balancing paper's comparison set, which the
-    # README's quickstart shows); the later methods (focal, MiSLAS, SADE, BCL, ...) run with --method NAME
-    # or --method all.
-    in_default_run: ClassVar[bool] = True
-    stage1_row: ClassVar[tuple[str, float] | None] = None
+    # How tables and `ltbench run` show it (row order, its stage-1 run as a row, the quickstart's set).
+    presentation: ClassVar[Presentation] = Presentation()
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         """The method's hyperparameters of ``stage`` and their defaults: its own keys (e.g. ``beta``),
@@ -69,6 +88,12 @@ class Method:
         values resolved for a run are in ``ctx.hp`` and its spec.json."""
         return {}
 
+    def data_hparams(self, stage: str, recipe: str, benchmark: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Defaults of ``stage`` that follow the data (``data``: the benchmark's parameters after
+        --imbalance and --set data.KEY, e.g. its imbalance ratio), over those of ``hparams`` (MiSLAS's
+        per-ratio CIFAR configs). Default: none."""
+        return {}
+
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
         """Overrides of the stage-1 run's hyperparameters (e.g. WB's tuned weight decay)."""
         return {}
@@ -77,6 +102,11 @@ class Method:
         """The backbone this method runs on when the recipe or the benchmark would give ``name`` (and
         --backbone is not given): ``name`` itself, or e.g. a multi-expert variant of it (SADE, RIDE)."""
         return name
+
+    def backbone_problems(self, backbone: str) -> list[str]:
+        """Why this method cannot train ``backbone`` (a registered name), as messages; checked with the
+        other pre-run checks (also by --dry-run). Empty when it can."""
+        return []
 
     def trains(self, stage: str) -> bool:
         """False for a stage that only transforms the model post hoc (no optimizer, no epochs)."""
@@ -132,7 +162,8 @@ def check_hparam_names(method: type[Method]) -> list[str]:
     returns for a training stage (under any recipe and benchmark family) without being listed in
     ``overrides``. A method's own key must not share a name with an engine key (e.g. a focal loss's
     ``gamma`` and the step schedule's ``gamma``): one would silently replace the other."""
-    from .recipes import ENGINE_DEFAULTS, FROZEN_STAGE_DEFAULTS, MAXNORM_DEFAULTS, RECIPES
+    from .spec.recipes import RECIPES
+    from .spec.schema import GROUPS, engine_defaults, group_defaults
 
     m = method()
     families = sorted({f for table in RECIPES.values() for f in table})
@@ -140,8 +171,7 @@ def check_hparam_names(method: type[Method]) -> list[str]:
     for stage in m.stages:
         if not m.trains(stage):
             continue  # no engine keys in a stage that does not train
-        engine = {**ENGINE_DEFAULTS, **MAXNORM_DEFAULTS,
-                  **(FROZEN_STAGE_DEFAULTS if m.frozen_features(stage) else {})}
+        engine = {**engine_defaults(m.frozen_features(stage)), **{k: v for g in GROUPS for k, v in group_defaults(g).items()}}
         keys = {k for recipe in RECIPES for family in families for k in m.hparams(stage, recipe, family)}
         for key in sorted((keys & set(engine)) - m.overrides):
             problems.append(f"{method.__name__}.hparams() gives stage {stage!r} a key {key!r}, which is the "
@@ -163,12 +193,12 @@ class ClassifierRetraining(Method):
                            "batch_size", "lr_scaling", "base_batch", "lr_update"})
 
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
-        from .recipes import TUNED_WEIGHT_DECAY
+        from .spec.recipes import TUNED_WEIGHT_DECAY
 
         return {"weight_decay": TUNED_WEIGHT_DECAY[family]} if family in TUNED_WEIGHT_DECAY else {}
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
-        from .recipes import kang_stage2
+        from .spec.recipes import kang_stage2
 
         kang = kang_stage2(self.name, family) if recipe == "kang" else {}
         if kang:  # Kang et al.'s configs for this method and benchmark (recipes.KANG_STAGE2)

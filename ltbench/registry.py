@@ -110,4 +110,4 @@ def _method_problems(obj: Any) -> list[str]:
 
 methods = Registry("method", "ltbench.methods", "ltbench.methods", validate=_method_problems)
 benchmarks = Registry("benchmark", "ltbench.datasets", "ltbench.datasets")
-backbones = Registry("backbone", "ltbench.backbones", "ltbench.experts")  # experts imports backbones: both register
+backbones = Registry("backbone", "ltbench.backbones", "ltbench.models.experts")  # experts imports backbones: both register

@@ -1,7 +1,9 @@
 """Balanced contrastive learning, BCL (Zhu et al., CVPR 2022, "Balanced Contrastive Learning for
 Long-Tailed Visual Recognition"; code: github.com/FlamieZhu/Balanced-Contrastive-Learning).
 
-Two branches on one backbone. The classification view x (the engine's augmented batch) trains the
+Two branches on one backbone. The classification view x (the engine's augmented batch, then, under
+``--recipe paper``, timm's RandAugment "rand-n2-m10-mstd0.5" as their main.py applies it: the settings
+``randaug_n``, ``randaug_m``, ``randaug_mstd``; ltbench.data.autoaugment.rand_augment) trains the
 classifier with a logit-compensated CE (logit adjustment, Menon et al. 2021):
 
     L_LC = CE(s * z + tau * log pi, y)      (z: cosine logits and s the scale, or plain logits and s = 1)
@@ -32,9 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ltbench.data.autoaugment import rand_augment, rand_augment_draws
+from ltbench.engine.evaluation import to_memory_format
 from ltbench.errors import LtbenchError
-from ltbench.evaluation import to_memory_format
-from ltbench.method import Method, StageContext
+from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
 
 from .ldam_drw import NormedLinear
@@ -47,7 +50,8 @@ from .logit_adjust import log_prior
 # paper's implementation details (ResNet-32, 200 epochs, batch 256, lr 0.15 with 5 warm-up epochs
 # and cosine decay, WD 5e-4, lambda 2.0, mu 0.6, MLP 64 -> 512 -> 128) and of a public reproduction
 # (sumyeongahn/CUDA_LTR, losses/bcl.py: alpha 2.0, beta 0.6, temperature 0.1). digits: the
-# benchmark's own recipe with the CIFAR loss settings.
+# benchmark's own recipe with the CIFAR loss settings. Their loop sets the lr once per epoch, at its start
+# (adjust_lr: warm-up (e + 1) / w, then cosine): lr_update=epoch.
 _ENGINE = {
     "cifar": {"epochs": 200, "batch_size": 256, "lr": 0.15, "weight_decay": 5e-4, "schedule": "cosine",
               "warmup_epochs": 5},
@@ -58,6 +62,8 @@ _ENGINE = {
 }
 _SMALL = {"ce_weight": 2.0, "scl_weight": 0.6, "temperature": 0.1, "proj_hidden": 512, "proj_dim": 128}
 _LARGE = {"ce_weight": 1.0, "scl_weight": 0.35, "temperature": 0.07, "proj_hidden": 0, "proj_dim": 1024}
+# Their RandAugment of the classification view: main.py's --randaug_n 2, --randaug_m 10 and 'mstd0.5'.
+RANDAUG = {"randaug_n": 2, "randaug_m": 10.0, "randaug_mstd": 0.5}
 
 # SimCLR's colour augmentation as BCL's "sim" views use it: ColorJitter(0.4, 0.4, 0.4, 0.1) with
 # probability 0.8, then grayscale with probability 0.2 (saturation, hue and grayscale: RGB only).
@@ -204,6 +210,17 @@ def contrastive_views(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float
     return views[0], views[1]
 
 
+def randaug_view(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], gen: torch.Generator,
+                 hp: dict[str, Any]) -> torch.Tensor:
+    """The normalised batch ``x`` through their RandAugment: back to uint8 images, the ops with draws from
+    ``gen``, normalised again."""
+    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    images = ((x.float() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+    draws = rand_augment_draws(len(x), gen, hp["randaug_n"], hp["randaug_m"], hp["randaug_mstd"])
+    return ((rand_augment(images, draws).float() / 255 - m) / s).to(x.dtype)
+
+
 def splits_stats(splits: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std that the benchmark's batches are normalised with (``Splits`` and
     ``ImageFileSplits`` both say)."""
@@ -220,20 +237,19 @@ def splits_stats(splits: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
 @methods.register()
 class BCL(Method):
     name = "bcl"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 40  # row order in tables
+    presentation = Presentation(order=40, in_default_run=False)
     description = "balanced contrastive learning: logit-adjusted CE + balanced SupCon with class prototypes (Zhu et al. 2022)"
     overrides = frozenset({"epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs",
-                           "autoaugment"})
+                           "lr_update"})
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
-        from ltbench.recipes import ENGINE_DEFAULTS
-
         own = dict(_LARGE if family in ("imagenet_lt", "inat2018", "places_lt") else _SMALL)
         own.update({"tau": 1.0, "cosine": True, "logit_scale": 30.0, "crop_min_scale": 0.08})
         engine: dict[str, Any] = dict(_ENGINE.get(family, {})) if recipe == "paper" else {}
-        if recipe == "paper" and "autoaugment" in ENGINE_DEFAULTS and family != "digits":
-            engine["autoaugment"] = "randaugment"  # RandAugment on the classification view (the authors')
+        if engine:
+            engine["lr_update"] = "epoch"
+        if recipe == "paper" and family != "digits":
+            own.update(RANDAUG)  # their RandAugment on the classification view (not on 8x8 digits)
         return {**engine, **own}
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
@@ -242,6 +258,11 @@ class BCL(Method):
             problems.append(f"{stage}: temperature and logit_scale must be positive")
         if hp["ce_weight"] < 0 or hp["scl_weight"] < 0:
             problems.append(f"{stage}: ce_weight and scl_weight must not be negative")
+        if hp.get("randaug_n", 0) < 0 or not 0 <= hp.get("randaug_m", 0) <= 10 or hp.get("randaug_mstd", 0) < 0:
+            problems.append(f"{stage}: randaug_n >= 0, randaug_m in [0, 10] and randaug_mstd >= 0")
+        if hp.get("randaug_n", 0) > 0 and hp.get("autoaugment", "none") != "none":
+            problems.append(f"{stage}.autoaugment={hp['autoaugment']!r}: bcl applies its own RandAugment "
+                            f"(randaug_n={hp['randaug_n']}); set {stage}.autoaugment=none or {stage}.randaug_n=0")
         if not 0 < hp["crop_min_scale"] <= 1:
             problems.append(f"{stage}.crop_min_scale={hp['crop_min_scale']}: an area fraction in (0, 1]")
         if hp["proj_dim"] < 1 or hp["proj_hidden"] < 0:
@@ -283,7 +304,10 @@ class BCL(Method):
         the C unit class prototypes. One pass of the backbone over the 3N images (through ``net``, so
         DDP and compilation apply); the features come from a hook on ``model.features``."""
         n = x.shape[0]
-        v1, v2 = contrastive_views(x, *self._stats, self._next_generator(ctx), ctx.hp["crop_min_scale"])
+        gen = self._next_generator(ctx)
+        v1, v2 = contrastive_views(x, *self._stats, gen, ctx.hp["crop_min_scale"])
+        if ctx.hp.get("randaug_n", 0) > 0:  # the classification view, after the contrastive views' draws
+            x = randaug_view(x, *self._stats, gen, ctx.hp)
         self._capture = True
         try:
             logits = net(to_memory_format(torch.cat([x, v1, v2]), x.device))

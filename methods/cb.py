@@ -11,14 +11,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.method import Method, StageContext
+from ltbench.engine.stage_options import class_balanced_weights
+from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
-from ltbench.tricks import class_balanced_weights
 
 
 def cb_weights(counts: list[int], beta: float) -> torch.Tensor:
     """Class-balanced weights, summing to the number of classes (classes with no images get 0): the
-    engine's ``ltbench.tricks.class_balanced_weights`` (its ``reweight=cb`` option), one implementation."""
+    engine's ``ltbench.engine.stage_options.class_balanced_weights`` (its ``reweight=cb`` option), one implementation."""
     return class_balanced_weights(counts, beta)
 
 
@@ -46,7 +46,7 @@ def check_beta(where: str, beta: Any) -> list[str]:
 @methods.register()
 class CB(Method):
     name = "cb"
-    table_order = 10  # row order in tables
+    presentation = Presentation(order=10)
     description = "CE with class-balanced loss weights (Cui et al. 2019), one stage"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

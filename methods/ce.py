@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ltbench.method import Method
+from ltbench.method import Method, Presentation
 from ltbench.registry import methods
 
 
 @methods.register()
 class CE(Method):
     name = "ce"
-    table_order = 0  # row order in tables
+    presentation = Presentation(order=0)
     description = "cross-entropy, instance-balanced sampling"

@@ -1,6 +1,6 @@
 """cRT (Kang et al. 2020): classifier re-training. The stage-1 backbone is frozen, the linear
 classifier re-initialised and trained with class-balanced sampling. Under ``--recipe kang`` stage 2
-follows Kang et al.'s configs per benchmark (``ltbench.recipes.KANG_STAGE2``): their class-aware
+follows Kang et al.'s configs per benchmark (``ltbench.spec.recipes.KANG_STAGE2``): their class-aware
 sampler, lr 0.2 per batch of 512, augmented images through the backbone in train mode."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
 
 
 @methods.register()
 class CRT(ClassifierRetraining):
     name = "crt"
-    table_order = 40  # row order in tables
+    presentation = Presentation(order=40)
     overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "classifier re-training with class-balanced sampling (Kang et al. 2020)"
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
 
 
@@ -70,8 +70,7 @@ def grw_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor)
 @methods.register()
 class DisAlign(ClassifierRetraining):
     name = "disalign"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 44  # row order in tables: after the other classifier re-training methods
+    presentation = Presentation(order=44, in_default_run=False)
     overrides = ClassifierRetraining.overrides | {"weight_decay"}  # set on purpose
     description = "adaptive logit calibration on the frozen classifier, GRW loss (Zhang et al. 2021)"
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.method import Method, StageContext
+from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
 
 from .cb import cb_weights, check_beta
@@ -54,8 +54,7 @@ def check_gamma(where: str, gamma: Any) -> list[str]:
 @methods.register()
 class Focal(Method):
     name = "focal"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 11  # row order in tables: after cb
+    presentation = Presentation(order=11, in_default_run=False)
     description = "softmax focal loss -(1-p_y)^gamma log p_y, gamma 1 (Lin et al. 2017; Cao et al.'s baseline)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
@@ -71,8 +70,7 @@ class Focal(Method):
 @methods.register()
 class CBFocal(Method):
     name = "cb_focal"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 12  # row order in tables: after focal
+    presentation = Presentation(order=12, in_default_run=False)
     description = "class-balanced sigmoid focal loss, beta 0.9999, gamma 1 (Cui et al. 2019)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

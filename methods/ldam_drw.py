@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ltbench.method import Method, StageContext
+from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
 
 from .cb import cb_weights, check_beta
@@ -35,7 +35,7 @@ def ldam_margins(counts: list[int], max_m: float) -> torch.Tensor:
 @methods.register()
 class LDAMDRW(Method):
     name = "ldam_drw"
-    table_order = 20  # row order in tables
+    presentation = Presentation(order=20)
     description = "LDAM loss with deferred re-weighting (Cao et al. 2019)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.method import ClassifierRetraining, Method, StageContext
+from ltbench.method import ClassifierRetraining, Method, Presentation, StageContext
 from ltbench.registry import methods
 
 
@@ -25,7 +25,7 @@ def log_prior(counts: list[int]) -> torch.Tensor:
 @methods.register()
 class LogitAdjusted(Method):
     name = "logit_adj"
-    table_order = 30  # row order in tables
+    presentation = Presentation(order=30)
     description = "logit-adjusted loss, CE on z + tau log(prior) (Menon et al. 2021)"
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
@@ -41,14 +41,14 @@ class LogitAdjusted(Method):
 @methods.register()
 class BalancedSoftmax(LogitAdjusted):
     name = "balanced_softmax"
-    table_order = 31  # row order in tables
+    presentation = Presentation(order=31)
     description = "balanced softmax: logit-adjusted loss with tau = 1 (Ren et al. 2020)"
 
 
 @methods.register()
 class LogitAdjustedPosthoc(ClassifierRetraining):
     name = "logit_adj_posthoc"
-    table_order = 52  # row order in tables
+    presentation = Presentation(order=52)
     description = "post-hoc logit adjustment of the stage-1 model: z - tau log(prior)"
     stages = ("posthoc",)
 

@@ -1,6 +1,6 @@
 """LWS (Kang et al. 2020): learnable weight scaling. Logits z = s * (W f + b) with one learned scale
 per class (init 1); W, b and the backbone stay frozen; class-balanced sampling. Under ``--recipe kang``
-stage 2 follows Kang et al.'s configs per benchmark (``ltbench.recipes.KANG_STAGE2``)."""
+stage 2 follows Kang et al.'s configs per benchmark (``ltbench.spec.recipes.KANG_STAGE2``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
 
 
@@ -32,7 +32,7 @@ class ScaledLinear(nn.Module):
 @methods.register()
 class LWS(ClassifierRetraining):
     name = "lws"
-    table_order = 41  # row order in tables
+    presentation = Presentation(order=41)
     overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "learnable per-class logit scale on the frozen classifier (Kang et al. 2020)"
 

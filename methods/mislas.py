@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
 
 from .lws import ScaledLinear
@@ -43,6 +43,20 @@ STAGE2: dict[str, dict[str, Any]] = {
     "places_lt": {"batch_size": 256, "weight_decay": 5e-4, "smooth_head": 0.4, "smooth_tail": 0.1, "lr_factor": 0.05},
 }
 MIXUP_ALPHA = {"imagenet_lt": 0.2, "inat2018": 0.2, "places_lt": 0.2}  # other families: 1.0 (their CIFAR)
+
+# Their six CIFAR stage-2 configs (config/cifar100/cifar100_imb{001,002,01}_stage2_mislas.yaml and
+# config/cifar10/cifar10_imb{001,002,01}_stage2_mislas.yaml), by benchmark and imbalance ratio. hparams()
+# sees the benchmark family only, so the defaults are the CIFAR-100-LT IR100 row (STAGE2["cifar"]); the
+# others differ in smoothing, lr_factor and shift_bn (False on CIFAR-10: the backbone's BatchNorm in eval
+# mode, frozen_bn=eval). ``data_hparams`` gives a run's row, which resolve applies over hparams().
+CIFAR_CONFIGS: dict[tuple[str, float], dict[str, Any]] = {
+    ("cifar100_lt", 100.0): {"smooth_head": 0.4, "smooth_tail": 0.1, "lr_factor": 0.2, "frozen_bn": "train"},
+    ("cifar100_lt", 50.0): {"smooth_head": 0.3, "smooth_tail": 0.0, "lr_factor": 0.1, "frozen_bn": "train"},
+    ("cifar100_lt", 10.0): {"smooth_head": 0.2, "smooth_tail": 0.0, "lr_factor": 0.1, "frozen_bn": "train"},
+    ("cifar10_lt", 100.0): {"smooth_head": 0.3, "smooth_tail": 0.0, "lr_factor": 0.5, "frozen_bn": "eval"},
+    ("cifar10_lt", 50.0): {"smooth_head": 0.2, "smooth_tail": 0.0, "lr_factor": 0.2, "frozen_bn": "eval"},
+    ("cifar10_lt", 10.0): {"smooth_head": 0.1, "smooth_tail": 0.0, "lr_factor": 0.2, "frozen_bn": "eval"},
+}
 
 
 def label_aware_eps(counts: list[int], head: float, tail: float, shape: str = "concave") -> torch.Tensor:
@@ -73,9 +87,7 @@ def label_aware_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, eps:
 @methods.register()
 class MiSLAS(ClassifierRetraining):
     name = "mislas"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 43  # row order in tables: after crt and lws
-    stage1_row = ("mislas stage 1 (ce + mixup)", 42.5)  # its own stage-1 run is a row, before it
+    presentation = Presentation(order=43, stage1_row=("mislas stage 1 (ce + mixup)", 42.5), in_default_run=False)
     overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "mixup stage 1; classifier + scale with label-aware smoothing, BN shift (Zhong et al. 2021)"
 
@@ -86,6 +98,12 @@ class MiSLAS(ClassifierRetraining):
         return {"epochs": 10, "lr": 0.1, "schedule": "cosine", "warmup_epochs": 0, "sampler": "class_aware",
                 "augment": True, "frozen_bn": "train", "smooth_shape": "concave",
                 **STAGE2.get(family, STAGE2["cifar"]), **({"batch_size": 64} if family == "digits" else {})}
+
+    def data_hparams(self, stage: str, recipe: str, benchmark: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Their stage-2 config for this benchmark and imbalance ratio (CIFAR_CONFIGS), where one exists;
+        empty otherwise (the family's defaults are theirs); resolve applies it over hparams(), before --set."""
+        imbalance = data.get("imbalance")
+        return dict(CIFAR_CONFIGS.get((benchmark, float(imbalance)), {})) if imbalance is not None else {}
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         problems = []

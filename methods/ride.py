@@ -5,7 +5,7 @@ second stage, ``*_ride_ea.json``) and without distillation: every expert runs on
 prediction is the mean of the experts' logits (the routed model of their tables uses fewer experts
 per image at a small cost in accuracy).
 
-Expert k's logits z_k = s cos(f_k, w_k) (s 30, ltbench.experts); zbar = mean_k z_k. With LDAM margins
+Expert k's logits z_k = s cos(f_k, w_k) (s 30, ltbench.models.experts); zbar = mean_k z_k. With LDAM margins
 m_c = max_m * n_c^(-1/4) / max_c n_c^(-1/4) and, from ``drw_start`` of the epochs (DRW), the
 class-balanced weights w_c (beta 0.9999, summing to C), the loss of a batch is
 
@@ -27,13 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.experts import MULTI_EXPERT_VARIANT
-from ltbench.method import Method, StageContext
+from ltbench.method import Method, Presentation, StageContext
+from ltbench.models.experts import MULTI_EXPERT_VARIANT
 from ltbench.registry import methods
 
 from .cb import cb_weights, check_beta
 from .ldam_drw import ldam_margins
-from .sade import check_multi_expert
+from .sade import check_multi_expert, multi_expert_problems
 
 # Their configs (config_imbalance_cifar100_ride.json, config_imagenet_lt_resnext50_ride.json,
 # config_iNaturalist_resnet50_ride.json) under the default recipe; CustomLR: 5 warm-up epochs, then
@@ -80,8 +80,7 @@ def ride_loss(z: torch.Tensor, y: torch.Tensor, margins: torch.Tensor, scale: fl
 @methods.register()
 class RIDE(Method):
     name = "ride"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 71  # row order in tables
+    presentation = Presentation(order=71, in_default_run=False)
     description = "three experts, LDAM-DRW + diversity loss, no router (Wang et al. 2021)"
     overrides = frozenset({"epochs", "batch_size", "lr", "weight_decay", "nesterov", "schedule", "milestones",
                            "gamma", "warmup_epochs"})
@@ -96,6 +95,9 @@ class RIDE(Method):
 
     def backbone_for(self, name: str) -> str:
         return MULTI_EXPERT_VARIANT.get(name, name)
+
+    def backbone_problems(self, backbone: str) -> list[str]:
+        return multi_expert_problems(self.name, backbone)
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         problems = check_beta(stage, hp["beta"])

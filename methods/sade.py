@@ -2,7 +2,7 @@
 Recognition", NeurIPS 2022), as in the authors' code (Vanint/SADE-AgnosticLT: model/loss.py
 ``DiverseExpertLoss``, test_training_cifar.py, configs/*.json).
 
-Training: three experts of a multi-expert backbone (ltbench.experts) with expert logits z_1, z_2, z_3
+Training: three experts of a multi-expert backbone (ltbench.models.experts) with expert logits z_1, z_2, z_3
 and training prior pi (pi_c = n_c / n; the code adds 1e-9 inside each log):
 
     loss = CE(z_1, y) + CE(z_2 + log pi, y) + CE(z_3 + log pi - lam log pi_rev, y)
@@ -15,9 +15,10 @@ configs' ``tau``). The three losses are summed, as in their code.
 Test time (``finalize``): the aggregation weights a = softmax(w) (w initialised to 1/3 each) are
 learned on the UNLABELLED test images by maximising prediction stability between two augmented views:
 loss = -mean_i cos(softmax(sum_k a_k z_k(v1_i)), softmax(sum_k a_k z_k(v2_i))), SGD (lr, momentum 0.9,
-Nesterov, weight decay 5e-4) on w only, batch 128, 5 epochs, stopping after an epoch once any a_k
-< 0.05. The experts are frozen in eval mode, so their logits of both views do not depend on a: each
-epoch computes them once (test images in file order) and then takes the SGD steps in a shuffled
+Nesterov, weight decay 5e-4; 2e-4 on iNaturalist 2018 and 4e-4 on Places-LT, their test_time_*.json) on
+w only, batch 128, 5 epochs, stopping after an epoch once any a_k rounded to 2 decimals (their
+``np.round(a_k, decimals=2)``, half to even) is below 0.05: a_k < 0.045, and 0.045 itself. The
+experts are frozen in eval mode, so their logits of both views do not depend on a: each epoch computes them once (test images in file order) and then takes the SGD steps in a shuffled
 order, as their shuffled loader does. Only the images of ``eval_batches`` reach this code: labels are
 never read. The learned weights become the model's ``expert_weights`` (saved in model.pt), so the
 final report (val and test) uses them; ``aggregation=mean`` keeps the plain mean of the experts.
@@ -31,12 +32,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.data import crop_flip
+from ltbench.data.images import crop_box
+from ltbench.data.splits import crop_flip
+from ltbench.engine.evaluation import exact_arithmetic
 from ltbench.errors import LtbenchError
-from ltbench.evaluation import exact_arithmetic
-from ltbench.experts import MULTI_EXPERT_VARIANT, MultiExpertModel
-from ltbench.images import crop_box
-from ltbench.method import Method, StageContext
+from ltbench.method import Method, Presentation, StageContext
+from ltbench.models.experts import MULTI_EXPERT_VARIANT, MultiExpertModel
 from ltbench.registry import methods
 
 # Their training configs (configs/config_*_sade.json) under the default recipe, per benchmark family.
@@ -51,6 +52,8 @@ SADE_PROTOCOL: dict[str, dict[str, Any]] = {
 }
 LAMBDA = {"inat2018": 1.0, "places_lt": 1.0}  # 2 elsewhere (CIFAR, ImageNet-LT; digits takes CIFAR's)
 TTA_LR = {"imagenet_lt": 0.025, "inat2018": 0.2, "places_lt": 0.01}  # test_time_*.json; CIFAR 0.1
+TTA_WEIGHT_DECAY = {"inat2018": 2e-4, "places_lt": 4e-4}  # test_time_*.json; CIFAR and ImageNet-LT 5e-4
+TTA_STOP_DECIMALS = 2  # their stopping rule compares the weights rounded to 2 decimals
 TTA_RECORD = "learned on unlabelled test images (labels never read)"
 
 
@@ -120,20 +123,41 @@ def learn_aggregation(model: MultiExpertModel, images: Callable[[], Iterator[tor
             total += float(loss.detach()) * len(b)
         a = torch.softmax(w.detach(), 0)
         history.append({"stability": -total / max(len(order), 1), "weights": a.cpu().tolist()})
-        if bool((a < hp["tta_min_weight"]).any()):
-            break  # their stopping rule: once an expert's weight falls below 0.05
+        if stops(a, hp["tta_min_weight"], hp.get("tta_stop_decimals")):
+            break  # their stopping rule: once an expert's (rounded) weight falls below 0.05
     model.train(was_training)
     return torch.softmax(w.detach(), 0), {"epochs_run": len(history), "history": history}
+
+
+def stops(weights: torch.Tensor, min_weight: float, decimals: int | None) -> bool:
+    """SADE's stopping rule after a test-time epoch: some weight, rounded to ``decimals`` (half to even,
+    in float32, as their ``np.round`` of the softmax), is below ``min_weight``. ``decimals`` None (the spec
+    of a run from before the rounding was matched) compares the weights as they are."""
+    import numpy as np
+
+    a = weights.detach().float().cpu().numpy()
+    if decimals is not None:
+        a = np.round(a, decimals=int(decimals))
+    return bool((a < min_weight).any())
+
+
+def _not_multi_expert(method: str, backbone: str, experts: int | None = None) -> str:
+    variants = ", ".join(f"{k} -> --backbone {v}" for k, v in MULTI_EXPERT_VARIANT.items())
+    return (f"method {method} trains a multi-expert backbone{f' with {experts} experts' if experts else ''}, and "
+            f"this run's backbone {backbone} is not one; pass the multi-expert variant of the backbone ({variants}), "
+            f"e.g. --backbone resnet32_3experts on CIFAR-LT (or leave --backbone out: {method} picks it).")
+
+
+def multi_expert_problems(method: str, backbone: str) -> list[str]:
+    """Before the run: a backbone that is none of the multi-expert ones (by name; plugins' end in 'experts')."""
+    ok = backbone in MULTI_EXPERT_VARIANT.values() or backbone.endswith("experts")
+    return [] if ok else [_not_multi_expert(method, backbone)]
 
 
 def check_multi_expert(model: torch.nn.Module, method: str, experts: int | None = None) -> MultiExpertModel:
     """``model`` as a multi-expert model, or a clear error naming the backbone option."""
     if not isinstance(model, MultiExpertModel) or (experts is not None and model.num_experts != experts):
-        variants = ", ".join(f"{k} -> --backbone {v}" for k, v in MULTI_EXPERT_VARIANT.items())
-        raise LtbenchError(f"method {method} trains a multi-expert backbone{f' with {experts} experts' if experts else ''}"
-                           f", and this run's backbone is not one; pass the multi-expert variant of the backbone "
-                           f"({variants}), e.g. --backbone resnet32_3experts on CIFAR-LT (or leave --backbone out: "
-                           f"{method} picks it).")
+        raise LtbenchError(_not_multi_expert(method, getattr(model, "name", type(model).__name__), experts))
     return model
 
 
@@ -256,16 +280,16 @@ class TwoViews:
 @methods.register()
 class SADE(Method):
     name = "sade"
-    in_default_run = False  # runs with --method NAME or --method all (not in the quickstart's set)
-    table_order = 70  # row order in tables
+    presentation = Presentation(order=70, in_default_run=False)
     description = "three diverse experts + test-time self-supervised aggregation (Zhang et al. 2022)"
     overrides = frozenset({"epochs", "batch_size", "lr", "weight_decay", "nesterov", "schedule", "milestones",
                            "gamma", "warmup_epochs"})
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         own: dict[str, Any] = {"lam": LAMBDA.get(family, 2.0), "aggregation": "self_supervised", "tta_epochs": 5,
-                               "tta_lr": TTA_LR.get(family, 0.1), "tta_batch": 128, "tta_weight_decay": 5e-4,
-                               "tta_min_weight": 0.05}
+                               "tta_lr": TTA_LR.get(family, 0.1), "tta_batch": 128,
+                               "tta_weight_decay": TTA_WEIGHT_DECAY.get(family, 5e-4), "tta_min_weight": 0.05,
+                               "tta_stop_decimals": TTA_STOP_DECIMALS}
         if recipe == "paper":  # the default recipe: their configs where their code covers the benchmark
             own.update(SADE_PROTOCOL.get(family, {}))
         return own
@@ -273,12 +297,18 @@ class SADE(Method):
     def backbone_for(self, name: str) -> str:
         return MULTI_EXPERT_VARIANT.get(name, name)
 
+    def backbone_problems(self, backbone: str) -> list[str]:
+        return multi_expert_problems(self.name, backbone)
+
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         problems = []
         if hp["aggregation"] not in ("self_supervised", "mean"):
             problems.append(f"{stage}.aggregation={hp['aggregation']!r}: one of self_supervised, mean")
         if hp["tta_epochs"] < 0 or hp["tta_batch"] < 1 or hp["tta_lr"] <= 0:
             problems.append(f"{stage}: need tta_epochs >= 0, tta_batch >= 1 and tta_lr > 0")
+        decimals = hp.get("tta_stop_decimals")
+        if decimals is not None and (isinstance(decimals, bool) or not isinstance(decimals, int) or decimals < 0):
+            problems.append(f"{stage}.tta_stop_decimals={decimals!r}: a whole number >= 0 (their code rounds to 2)")
         return problems
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:

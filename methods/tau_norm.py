@@ -15,10 +15,9 @@ from typing import Any
 
 import torch
 
-from ltbench.evaluation import accuracy_report, extract_features
-from ltbench.method import ClassifierRetraining, StageContext
+from ltbench.engine.evaluation import accuracy_report, extract_features
+from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
-from ltbench.specs import setting
 
 
 def tau_normalized(weight: torch.Tensor, tau: float) -> torch.Tensor:
@@ -28,7 +27,7 @@ def tau_normalized(weight: torch.Tensor, tau: float) -> torch.Tensor:
 @methods.register()
 class TauNorm(ClassifierRetraining):
     name = "tau_norm"
-    table_order = 51  # row order in tables
+    presentation = Presentation(order=51)
     description = "post-hoc w/||w||^tau, tau chosen on validation (Kang et al. 2020)"
     stages = ("posthoc",)
 
@@ -58,7 +57,7 @@ class TauNorm(ClassifierRetraining):
     def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
         feats = ctx.features if ctx.features is not None else extract_features(model.features, ctx.splits, ctx.device)
         w = model.classifier.weight.detach().float()
-        bias = model.classifier.bias.detach().float() if setting(ctx.hp, "keep_bias") else torch.zeros(len(w))
+        bias = model.classifier.bias.detach().float() if ctx.hp.keep_bias else torch.zeros(len(w))
         curve = []
         for tau in self.taus(ctx.hp):
             wt = tau_normalized(w, tau)
@@ -73,7 +72,7 @@ class TauNorm(ClassifierRetraining):
         best = max(curve, key=lambda r: (r[key] if r[key] is not None else -1.0))  # first best: smallest tau
         with torch.no_grad():
             model.classifier.weight.copy_(tau_normalized(w, best["tau"]).to(model.classifier.weight.dtype))
-            if not setting(ctx.hp, "keep_bias"):
+            if not ctx.hp.keep_bias:
                 model.classifier.bias.zero_()
         ctx.record.update({"tau": best["tau"], "tau_selected_on": key, "tau_curve": curve})
 
@@ -81,7 +80,7 @@ class TauNorm(ClassifierRetraining):
 @methods.register()
 class L2Norm(TauNorm):
     name = "l2_norm"
-    table_order = 50  # row order in tables
+    presentation = Presentation(order=50)
     description = "post-hoc w/||w|| (tau-norm with tau = 1)"
 
     fixed_tau = 1.0

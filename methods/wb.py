@@ -6,7 +6,7 @@ weight decay and the MaxNorm constraint: after every optimizer step (paper) or o
 (authors' code, ``--recipe official``), each class row is projected onto the ball of radius
 delta = min_k ||w_k|| + t (max_k ||w_k|| - min_k ||w_k||), taken from the stage-1 classifier; the
 bias is free. The projection is the engine's (the stage options maxnorm, threshold, maxnorm_every:
-ltbench.tricks), which WB switches on. The rows of the paper's Table 1 are hyperparameters:
+ltbench.engine.stage_options), which WB switches on. The rows of the paper's Table 1 are hyperparameters:
 stage2.loss=ce|cb, stage2.weight_decay=0|0.1, stage2.maxnorm=true|false.
 """
 
@@ -17,21 +17,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ltbench.method import ClassifierRetraining, StageContext
-from ltbench.reference import STAGE1
+from ltbench.engine.stage_options import maxnorm_, maxnorm_radius
+from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
-from ltbench.tricks import maxnorm_, maxnorm_radius
+from ltbench.results.reference import STAGE1
 
 from .cb import cb_loss, cb_weights, check_beta
 
-__all__ = ["WB", "maxnorm_", "maxnorm_radius"]  # the projection lives in ltbench.tricks (the engine's)
+__all__ = ["WB", "maxnorm_", "maxnorm_radius"]  # the projection lives in ltbench.engine.stage_options (the engine's)
 
 
 @methods.register()
 class WB(ClassifierRetraining):
     name = "wb"
-    table_order = 60  # row order in tables
-    stage1_row = (STAGE1, 1)  # its stage-1 run is a row of its own, right after ce
+    presentation = Presentation(order=60, stage1_row=(STAGE1, 1))
     overrides = ClassifierRetraining.overrides | {"weight_decay", "select",  # set on purpose
                                                   "maxnorm", "threshold", "maxnorm_every"}
     description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
@@ -54,11 +53,11 @@ class WB(ClassifierRetraining):
         hp = ctx.hp
         weights = cb_weights(ctx.class_counts, hp["beta"]) if hp["loss"] == "cb" else torch.ones(ctx.num_classes)
         ctx.state["class_weights"] = weights.to(ctx.device)
-        # the engine projects onto this radius (it takes it from the same classifier as the stage starts);
-        # a float in the state, as in the checkpoints of earlier runs
-        ctx.state["radius"] = maxnorm_radius(model.classifier.weight, hp["threshold"])
-        ctx.record["maxnorm_radius"] = ctx.state["radius"]
         ctx.record["stage1_classifier_norms"] = model.classifier.weight.detach().float().norm(dim=1).tolist()
+
+    def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
+        if ctx.options is not None:  # the radius the engine projected onto (computed once, as the stage started)
+            ctx.record["maxnorm_radius"] = ctx.options.radius
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
         if ctx.hp["loss"] == "ce":

@@ -11,17 +11,39 @@ import sys
 from pathlib import Path
 
 
+def _module(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(name: str, is_package: bool, node: ast.ImportFrom, mods: dict[str, Path]) -> list[str]:
+    """The ltbench modules a relative ``from ... import`` names (a module, or the modules it imports from
+    a package)."""
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    target = ".".join(base + ([node.module] if node.module else []))
+    found = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in mods]
+    return found or ([target] if node.module and target in mods else [])
+
+
 def main(root: Path) -> None:
-    mods = {("ltbench." + p.stem if p.stem != "__init__" else "ltbench"): p for p in (root / "ltbench").glob("*.py")}
+    paths = sorted((root / "ltbench").rglob("*.py"))
+    mods = {_module(root, p): p for p in paths}
     lengths: list[tuple[int, str]] = []
     edges: dict[str, set[str]] = {}
     for name, path in mods.items():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lengths.append((node.end_lineno - node.lineno + 1, f"{name}.{node.name}"))
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                targets = [f"ltbench.{node.module}"] if node.module else [f"ltbench.{a.name}" for a in node.names]
-                edges.setdefault(name, set()).update(t for t in targets if t in mods and t != name)
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                targets = _imported(name, path.name == "__init__.py", node, mods)
+                edges.setdefault(name, set()).update(t for t in targets if t != name)
+    folders: dict[str, list[int]] = {}
+    for name, path in mods.items():
+        folder = str(path.parent.relative_to(root))
+        folders.setdefault(folder, []).append(len(path.read_text().splitlines()))
+    print(f"lines in ltbench/: {sum(sum(v) for v in folders.values())} in {len(mods)} modules")
+    print("modules per folder:", ", ".join(f"{f}/ {len(v)} ({sum(v)} lines)" for f, v in sorted(folders.items())))
     print("longest functions:", ", ".join(f"{n} ({k} lines)" for k, n in sorted(lengths, reverse=True)[:5]))
     circles = [c for c in _strongly_connected(list(mods), edges) if len(c) > 1]
     print(f"import circles: {len(circles)}" + "".join(f"\n  {' <-> '.join(sorted(c))}" for c in circles))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ltbench.errors import LtbenchError
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 # The README's example (section "Python API"), as it is printed there.
 README_EXAMPLE = """\
@@ -68,20 +68,21 @@ def test_readme_example_runs_and_matches_the_records_on_disk(tmp_path, monkeypat
 
 
 def test_run_takes_a_dict_of_settings_and_a_config(tmp_path):
-    import ltbench.api as api
+    from ltbench.spec.request import RunRequest, make_selection
 
-    a = api.make_selection("wb", "digits_lt", sets={"stage2.lr": 0.02, "stage1.weight_decay": "5e-3"}, seed="0,1")
-    b = api.make_selection(["wb"], ["digits_lt"], sets=["stage2.lr=0.02", "stage1.weight_decay=5e-3"], seed=[0, 1])
+    a = RunRequest(method="wb", dataset="digits_lt", sets={"stage2.lr": 0.02, "stage1.weight_decay": "5e-3"}, seed="0,1")
+    b = RunRequest(method=["wb"], dataset=["digits_lt"], sets=["stage2.lr=0.02", "stage1.weight_decay=5e-3"],
+                   seed=[0, 1])
     config = tmp_path / "c.toml"
     config.write_text('method = "wb"\nseed = [0, 1]\n[stage2]\nlr = 0.02\n[stage1]\nweight_decay = 5e-3\n')
-    c = api.make_selection(config=config)
+    c = RunRequest(config=config)
     store = Store(tmp_path)
-    ids = [[s.run_id for s in sel.specs(store)] for sel in (a, b, c)]
+    ids = [[s.run_id for s in req.specs(store)] for req in (a, b, c)]
     assert ids[0] == ids[1] == ids[2] and len(set(ids[0])) == 2
     with pytest.raises(LtbenchError, match="seed"):
-        api.make_selection(seed=[0.5])
+        make_selection(seed=[0.5])
     with pytest.raises(LtbenchError, match="names nothing"):
-        api.make_selection(method=[])
+        make_selection(method=[])
 
 
 def test_import_ltbench_stays_light():

@@ -20,12 +20,12 @@ from ltbench.methods.bcl import (
 from ltbench.methods.ldam_drw import NormedLinear
 from typer.testing import CliRunner
 
-import ltbench.engine as engine
-from ltbench.cli import app
-from ltbench.engine import RunOptions, execute
+import ltbench.engine.training as engine
+from ltbench.cli.app import app
+from ltbench.engine.training import RunOptions, execute
 from ltbench.method import StageContext, check_hparam_names
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 E1, E2 = [1.0, 0.0], [0.0, 1.0]
@@ -159,7 +159,8 @@ def test_registered_listed_and_resolved():
     hp = resolve("bcl", "cifar100_lt").stages["train"]
     assert (hp["epochs"], hp["batch_size"], hp["lr"], hp["warmup_epochs"]) == (200, 256, 0.15, 5)
     assert (hp["ce_weight"], hp["scl_weight"], hp["temperature"]) == (2.0, 0.6, 0.1)
-    assert hp["autoaugment"] == "randaugment"  # the classification view's RandAugment (the engine's)
+    assert hp["autoaugment"] == "none"  # not torchvision's RandAugment(2, 9): their timm one, in the method
+    assert (hp["randaug_n"], hp["randaug_m"], hp["randaug_mstd"], hp["lr_update"]) == (2, 10.0, 0.5, "epoch")
     assert BCL().check("train", hp) == [] and len(BCL().check("train", {**hp, "mix": "mixup"})) == 1
     hp = resolve("bcl", "cifar100_lt", recipe="cao").stages["train"]
     assert (hp["batch_size"], hp["lr"]) == (128, 0.1)  # another recipe keeps its own training schedule
@@ -193,7 +194,7 @@ def test_digits_run_trains_and_resumes_identically(tmp_path, monkeypatch):
 def test_cosine_classifier_keeps_the_logit_shape():
     spec = resolve("bcl", "digits_lt")
     assert spec.stages["train"]["cosine"] is True
-    from ltbench.backbones import small_cnn
+    from ltbench.models.backbones import small_cnn
 
     model = small_cnn(10, 1)
     ctx = StageContext(stage="train", hp=spec.stages["train"], splits=type("S", (), {"mean": (0.5,), "std": (0.25,)})(),

@@ -7,8 +7,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.reference import STAGE1
+from ltbench.cli.app import app
+from ltbench.results.reference import STAGE1
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def test_run_without_selectors_trains_builtins_on_digits_and_prints_the_table(st
     root, r = store
     from ltbench.registry import methods
 
-    builtins = [e.name for e in methods.entries() if e.origin.startswith("builtin") and e.obj.in_default_run]
+    builtins = [e.name for e in methods.entries() if e.origin.startswith("builtin") and e.obj.presentation.in_default_run]
     n = 2 * len(builtins)
     assert f"run 1/{n} balanced_softmax on digits-LT IR20" in r.output and f"run {n}/{n} wb" in r.output
     lines = [ln for ln in r.output.splitlines() if ln.startswith("|")]
@@ -105,7 +105,7 @@ def test_unwritable_results(tmp_path):
 
 
 def test_table_and_status_do_not_import_torch(tmp_path):
-    code = ("import sys; from typer.testing import CliRunner; from ltbench.cli import app; "
+    code = ("import sys; from typer.testing import CliRunner; from ltbench.cli.app import app; "
             f"r = CliRunner().invoke(app, ['status', '--results', {str(tmp_path)!r}]); "
             "assert r.exit_code == 0, r.output; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -114,8 +114,8 @@ def test_table_and_status_do_not_import_torch(tmp_path):
 
 
 def test_method_all_names_every_registered_method_and_the_default_is_the_paper_set():
-    from ltbench.api import make_selection
     from ltbench.registry import methods
+    from ltbench.spec.request import make_selection
 
     every = {e.name for e in methods.entries()}
     assert set(make_selection("all").methods) == every

@@ -1,16 +1,16 @@
-"""Config files (`--config FILE`, ltbench.config): the shipped configs resolve to the paper's runs, a file
+"""Config files (`--config FILE`, ltbench.spec.config): the shipped configs resolve to the paper's runs, a file
 and the equivalent flags give the same run id, flags win over the file, and every mistake is one message
 that names the file (and the line where there is one). No training."""
 
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.api import make_selection
-from ltbench.cli import app
-from ltbench.config import load_config, shipped_configs
+from ltbench.cli.app import app
 from ltbench.errors import LtbenchError
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.config import load_config, shipped_configs
+from ltbench.spec.request import RunRequest
+from ltbench.spec.run_spec import resolve
 
 runner = CliRunner()
 
@@ -29,7 +29,7 @@ def invoke(*args):
 
 
 def specs_of(tmp_path, **kw):
-    return make_selection(**kw).specs(Store(tmp_path / "results"))
+    return RunRequest(**kw).specs(Store(tmp_path / "results"))
 
 
 def test_every_shipped_config_resolves_to_the_papers_wb_run(tmp_path):

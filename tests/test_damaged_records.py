@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
+from ltbench.cli.app import app
 from ltbench.errors import DamagedRecord, LtbenchError
-from ltbench.launch import Manifest
-from ltbench.specs import RunSpec
-from ltbench.store import RunDir, Store
+from ltbench.launch.dispatch import Manifest
+from ltbench.results.store import RunDir, Store
+from ltbench.spec.run_spec import RunSpec
 
 pytest.importorskip("matplotlib")
 runner = CliRunner()

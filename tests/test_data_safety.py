@@ -18,13 +18,13 @@ from cifar_files import folder_name, write_cifar
 from jpeg_trees import Tree, write_tree
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.engine import RunOptions, execute
+from ltbench.cli.app import app
+from ltbench.data.splitfile import parse_split_lines
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
-from ltbench.specs import resolve
-from ltbench.splitfile import parse_split_lines
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

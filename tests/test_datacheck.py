@@ -11,7 +11,7 @@ import pytest
 from jpeg_trees import SPLIT_FILES, Tree, write_tree
 from typer.testing import CliRunner
 
-from ltbench.cli import app
+from ltbench.cli.app import app
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

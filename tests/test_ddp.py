@@ -1,4 +1,4 @@
-"""Data-parallel training (ltbench.distributed) on the CPU: 2 processes with the gloo backend, with
+"""Data-parallel training (ltbench.engine.distributed) on the CPU: 2 processes with the gloo backend, with
 torchrun's environment variables, against 1 process with the same global batch.
 
 Equality needs a model whose forward pass does not depend on how the global batch is split.
@@ -23,12 +23,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ltbench.backbones import LTModel
-from ltbench.engine import RunOptions, execute
+from ltbench.engine.training import RunOptions, execute
 from ltbench.method import Method
+from ltbench.models.backbones import LTModel
 from ltbench.registry import Entry, backbones
-from ltbench.specs import RunSpec, resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import RunSpec, resolve
 
 EPOCHS = 3
 

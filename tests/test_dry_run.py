@@ -8,8 +8,8 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.specs import resolve
+from ltbench.cli.app import app
+from ltbench.spec.run_spec import resolve
 
 runner = CliRunner()
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.engine import RunOptions, execute, lr_factor
+from ltbench.cli.app import app
+from ltbench.engine.training import RunOptions, execute, lr_factor
 from ltbench.errors import LtbenchError
-from ltbench.recipes import ENGINE_DEFAULTS
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
+from ltbench.spec.schema import engine_defaults
 
 
 def hp(**kw):
-    return {**ENGINE_DEFAULTS, **kw}
+    return {**engine_defaults(), **kw}
 
 
 def test_cosine_schedule_decays_to_zero():
@@ -97,7 +97,7 @@ def test_nan_loss_is_one_message_and_a_failed_run_without_result(tmp_path):
     assert status.exit_code == 0 and "1 failed" in status.output and "loss became nan" in status.output
 
 
-RUN = [sys.executable, "-m", "ltbench.cli", "run", "--dataset", "digits_lt", "--method", "ce", "--backbone",
+RUN = [sys.executable, "-m", "ltbench.cli.app", "run", "--dataset", "digits_lt", "--method", "ce", "--backbone",
        "resnet32", "--imbalance", "1", "--epochs", "6", "--device", "cpu", "--set", "train.select=val"]
 
 
@@ -163,7 +163,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_initial_weights_are_loaded_and_hashed_into_the_spec(tmp_path):
     import torch
 
-    from ltbench.backbones import small_cnn
+    from ltbench.models.backbones import small_cnn
 
     torch.manual_seed(123)
     src = small_cnn(num_classes=7, in_channels=1)  # another head: fc/classifier rows must be dropped
@@ -198,10 +198,10 @@ def test_final_report_on_cached_features_equals_the_full_model(tmp_path):
     backbone is unchanged; that must give the numbers of running the whole model, exactly."""
     import torch
 
-    from ltbench.backbones import small_cnn
-    from ltbench.data import Augment, ImageSet, Splits
-    from ltbench.engine import ClassifierHead, final_report
-    from ltbench.evaluation import extract_features, load_features, save_features
+    from ltbench.data.splits import Augment, ImageSet, Splits
+    from ltbench.engine.evaluation import extract_features, load_features, save_features
+    from ltbench.engine.training import ClassifierHead, final_report
+    from ltbench.models.backbones import small_cnn
 
     g = torch.Generator().manual_seed(0)
 

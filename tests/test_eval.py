@@ -9,17 +9,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ltbench.backbones import build_backbone
-from ltbench.benchmark import Benchmark, lt_counts
-from ltbench.cli import app
-from ltbench.cli_eval import check_same_classes, eval_spec, run_eval
-from ltbench.engine import RunOptions, execute
+from ltbench.cli.app import app
+from ltbench.cli.eval import check_same_classes, eval_spec, run_eval
+from ltbench.data.benchmark import Benchmark, lt_counts
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
 from ltbench.files import file_sha256
+from ltbench.models.backbones import build_backbone
 from ltbench.registry import benchmarks
-from ltbench.specs import resolve
-from ltbench.store import Store
-from ltbench.tables import read_records
+from ltbench.results.store import Store
+from ltbench.results.tables import read_records
+from ltbench.spec.run_spec import resolve
 
 EVAL_OPTS = {"device": "cpu", "data_root": "data", "download": False, "split_root": None}
 
@@ -110,7 +110,7 @@ class _Shaped(Benchmark):
     params: ClassVar[dict[str, Any]] = {}
 
     def load(self, params, data_root, download=True, split_root=None):
-        from ltbench.data import Augment, ImageSet, Splits
+        from ltbench.data.splits import Augment, ImageSet, Splits
 
         g = torch.Generator().manual_seed(0)
 

@@ -1,4 +1,4 @@
-"""Multi-expert backbones (ltbench.experts), SADE and RIDE: shapes and parameter sharing, the losses
+"""Multi-expert backbones (ltbench.models.experts), SADE and RIDE: shapes and parameter sharing, the losses
 against hand computations, SADE's test-time aggregation never reading labels, and short digits-LT runs
 that train and resume."""
 
@@ -16,16 +16,16 @@ from ltbench.methods.sade import (
     stability_loss,
 )
 
-import ltbench.engine as engine
-from ltbench.backbones import build_backbone
-from ltbench.data import Augment, ImageSet, Splits
-from ltbench.engine import RunOptions, execute
+import ltbench.engine.training as engine
+from ltbench.data.splits import Augment, ImageSet, Splits
+from ltbench.engine.evaluation import classifier_norms
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
-from ltbench.evaluation import classifier_norms
-from ltbench.experts import MultiExpertModel
 from ltbench.method import StageContext
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.models.backbones import build_backbone
+from ltbench.models.experts import MultiExpertModel
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 

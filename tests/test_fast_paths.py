@@ -25,8 +25,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch.overrides import TorchFunctionMode
 
-from ltbench.backbones import build_backbone, small_cnn
-from ltbench.data import (
+from ltbench.data.splits import (
     Augment,
     FeatureSplits,
     ImageSet,
@@ -35,13 +34,14 @@ from ltbench.data import (
     per_epoch_generator,
     sample_indices,
 )
-from ltbench.engine import ClassifierHead, RunOptions, _stage_steps, execute, lr_factor, train_stage
-from ltbench.evaluation import accuracy_report
+from ltbench.engine.evaluation import accuracy_report
+from ltbench.engine.training import ClassifierHead, RunOptions, _stage_steps, execute, lr_factor, train_stage
 from ltbench.method import StageContext
-from ltbench.recipes import ENGINE_DEFAULTS
+from ltbench.models.backbones import build_backbone, small_cnn
 from ltbench.registry import benchmarks, methods
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
+from ltbench.spec.schema import engine_defaults
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 EPOCHS = 3
@@ -188,7 +188,7 @@ def test_training_steps_read_nothing_on_the_host(name, tmp_path):
     for i, batch in enumerate((32, 32, 8)):  # 2, 2 and 8 steps per epoch
         splits = _synthetic_splits()
         stage = method.stages[-1]
-        hp = {**ENGINE_DEFAULTS, **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": batch,
+        hp = {**engine_defaults(), **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": batch,
               "select": "last", "augment": True}
         torch.manual_seed(0)
         model = small_cnn(5, 3)
@@ -211,20 +211,20 @@ def test_cuda_training_steps_never_sync(name):
     """On a GPU, under torch's sync debug mode set to error: the batches after the first (uint8
     data resident on the GPU, augmentation there) and the steps on them, in bf16 autocast and
     channels_last, make no synchronising call."""
-    from ltbench.evaluation import autocast, to_memory_format
-    from ltbench.tricks import MaxNorm, stage_record
+    from ltbench.engine.evaluation import autocast, to_memory_format
+    from ltbench.engine.stage_options import MaxNorm, stage_record
 
     device = torch.device("cuda")
     splits = _synthetic_splits(n=300)
     method = methods.get(name)()
     stage = method.stages[-1]
-    hp = {**ENGINE_DEFAULTS, **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": 32}
+    hp = {**engine_defaults(), **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": 32}
     torch.manual_seed(0)
     model = small_cnn(5, 3).to(device, memory_format=torch.channels_last)
     ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device, num_classes=5,
                        class_counts=splits.class_counts)
     method.prepare(model, ctx)
-    rec = stage_record(model, ctx)  # WB's MaxNorm is the engine's (ltbench.tricks), projected after each step
+    rec = stage_record(model, ctx)  # WB's MaxNorm is the engine's (ltbench.engine.stage_options), projected after each step
     maxnorm = MaxNorm(rec["maxnorm"]["radius"], rec["maxnorm"]["every"]) if "maxnorm" in rec else None
     opt = torch.optim.SGD(method.param_groups(model, ctx), lr=0.01, momentum=0.9)
 
@@ -256,7 +256,7 @@ def test_cuda_training_steps_never_sync(name):
 def test_run_options_reach_the_record_from_the_command_line(tmp_path):
     from typer.testing import CliRunner
 
-    from ltbench.cli import app
+    from ltbench.cli.app import app
 
     r = CliRunner().invoke(app, ["run", "--method", "crt", "--epochs", "1", "--set", "stage2.epochs=1", "--compile",
                                  "--no-keep-features", "--device", "cpu", "--results", str(tmp_path)])

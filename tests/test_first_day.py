@@ -15,10 +15,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ltbench.cli import RESUME_HINT, app
-from ltbench.plots import wd_series
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.cli.app import RESUME_HINT, app
+from ltbench.results.plots import wd_series
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 runner = CliRunner()
 
@@ -160,7 +160,7 @@ def test_plot_wd_joins_runs_that_differ_in_weight_decay_alone():
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_records_checkpoints_and_features_follow_the_umask(tmp_path, umask):
     results = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "ltbench.cli", "run", "-m", "crt", "--epochs", "1", "--set", "stage2.epochs=1",
+    cmd = [sys.executable, "-m", "ltbench.cli.app", "run", "-m", "crt", "--epochs", "1", "--set", "stage2.epochs=1",
            "--device", "cpu", "--results", str(results)]
     out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=lambda: os.umask(umask))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -175,7 +175,7 @@ def test_records_checkpoints_and_features_follow_the_umask(tmp_path, umask):
 
 
 def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
-    cmd = [sys.executable, "-m", "ltbench.cli", "run", "-m", "ce", "--epochs", "150", "--device", "cpu",
+    cmd = [sys.executable, "-m", "ltbench.cli.app", "run", "-m", "ce", "--epochs", "150", "--device", "cpu",
            "--results", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = None

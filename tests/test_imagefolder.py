@@ -12,11 +12,11 @@ import pytest
 from jpeg_trees import folder_class_names, write_image_folder
 from typer.testing import CliRunner
 
-from ltbench.benchmark import lt_counts
-from ltbench.cli import app
+from ltbench.cli.app import app
+from ltbench.data.benchmark import lt_counts
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
-from ltbench.specs import resolve
+from ltbench.spec.run_spec import resolve
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -124,7 +124,7 @@ def test_ce_wb_run_prints_the_table_and_records_the_data(tree: Path, tmp_path: P
 def test_grayscale_png_and_jpeg_become_three_channel_crops(tree: Path) -> None:
     import torch
 
-    from ltbench.images import decode_rgb, read_image_bytes
+    from ltbench.data.images import decode_rgb, read_image_bytes
 
     b = bench()
     splits = b.load({**b.params, "crop": 32, "fingerprint": b.scan(tree).fingerprint()}, tree)

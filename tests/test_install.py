@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ltbench.launch import Launched, wait
+from ltbench.launch.dispatch import Launched, wait
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

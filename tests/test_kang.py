@@ -6,12 +6,13 @@ from typing import Any
 import pytest
 import torch
 
-from ltbench.data import per_epoch_generator, sample_indices
-from ltbench.engine import RunOptions, effective_lr, execute
+from ltbench.data.splits import per_epoch_generator, sample_indices
+from ltbench.engine.training import RunOptions, effective_lr, execute
 from ltbench.errors import LtbenchError
-from ltbench.recipes import CHOICES, KANG_STAGE2
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.recipes import KANG_STAGE2
+from ltbench.spec.run_spec import resolve
+from ltbench.spec.schema import BY_KEY
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 
@@ -49,7 +50,7 @@ def test_crt_and_lws_follow_kangs_configs(method: str, benchmark: str) -> None:
 
 
 def test_kang_stage2_table_covers_the_kang_recipe() -> None:
-    from ltbench.recipes import RECIPES
+    from ltbench.spec.recipes import RECIPES
 
     assert set(KANG_STAGE2) == set(RECIPES["kang"])
     assert all(set(per_method) == {"crt", "lws"} for per_method in KANG_STAGE2.values())
@@ -87,7 +88,7 @@ def test_existing_samplers_draw_as_before() -> None:
     gen = per_epoch_generator(7, 3)
     assert sample_indices(LABELS, "class_balanced", gen).tolist() == [
         7, 12, 21, 14, 7, 7, 12, 23, 17, 3, 2, 23, 17, 23, 8, 1, 23, 7, 23, 15, 18, 7, 7, 9]
-    assert "class_aware" in CHOICES["sampler"]
+    assert "class_aware" in BY_KEY["sampler"].choices
 
 
 def test_class_aware_sampler_cycles_through_the_classes() -> None:

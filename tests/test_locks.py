@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ltbench import store as store_mod
-from ltbench.cli import app
+from ltbench.cli.app import app
 from ltbench.errors import LtbenchError
-from ltbench.specs import resolve
-from ltbench.store import RunDir, Store
+from ltbench.results import store as store_mod
+from ltbench.results.store import RunDir, Store
+from ltbench.spec.run_spec import resolve
 
 FORK = multiprocessing.get_context("fork")
 CONTENDERS = 4

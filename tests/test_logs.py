@@ -13,15 +13,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ltbench import logs
-from ltbench.backbones import build_backbone
-from ltbench.cli import app
-from ltbench.engine import RunOptions, execute
+from ltbench.cli.app import app
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
-from ltbench.jobs import _job_args
+from ltbench.launch.jobs import _job_args
+from ltbench.models.backbones import build_backbone
 from ltbench.registry import benchmarks
-from ltbench.specs import resolve
-from ltbench.store import RunDir, Store
+from ltbench.results import logs
+from ltbench.results.store import RunDir, Store
+from ltbench.spec.run_spec import resolve
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 

@@ -18,14 +18,14 @@ from ltbench.methods.tau_norm import L2Norm, TauNorm, tau_normalized
 from ltbench.methods.wb import WB, maxnorm_, maxnorm_radius
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.engine import RunOptions, execute
+from ltbench.cli.app import app
+from ltbench.engine.stage_options import MaxNorm, StageOptions, stage_record
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
 from ltbench.method import StageContext
-from ltbench.recipes import TUNED_WEIGHT_DECAY
-from ltbench.specs import RunSpec, resolve
-from ltbench.store import Store
-from ltbench.tricks import MaxNorm, stage_record
+from ltbench.results.store import Store
+from ltbench.spec.recipes import TUNED_WEIGHT_DECAY
+from ltbench.spec.run_spec import RunSpec, resolve
 
 COUNTS = [100, 10, 1]
 OPTS = RunOptions(device="cpu", live_progress=False)
@@ -78,7 +78,7 @@ def row_norms(w):
 
 def engine_hook(hook, model, ctx):
     """What the engine does after a step ("after_step") or an epoch ("after_epoch") of a stage with
-    these settings: WB's MaxNorm is the engine's (ltbench.tricks), the radius taken as the stage starts."""
+    these settings: WB's MaxNorm is the engine's (ltbench.engine.stage_options), the radius taken as the stage starts."""
     rec = stage_record(model, ctx).get("maxnorm")
     if rec is not None and rec["every"] == {"after_step": "step", "after_epoch": "epoch"}[hook]:
         MaxNorm(rec["radius"], rec["every"]).project(model)
@@ -137,7 +137,9 @@ def test_wb_after_step_projects_the_weight_and_never_the_bias(t, radius):
     set_rows(model.classifier, ROWS, BIAS)
     ctx = ctx_for(wb_hp(threshold=t, maxnorm=True, maxnorm_every="step"))
     WB().prepare(model, ctx)
-    assert ctx.record["maxnorm_radius"] == pytest.approx(radius, rel=1e-6)
+    ctx.options = StageOptions.start(WB(), ctx, model)  # as the engine does, after prepare
+    WB().finalize(model, ctx)
+    assert ctx.options.radius == ctx.record["maxnorm_radius"] == pytest.approx(radius, rel=1e-6)
     assert ctx.record["stage1_classifier_norms"] == pytest.approx([5.0, 1.0, 2.0], rel=1e-6)
     assert all(not p.requires_grad for p in model.features.parameters())
     bias_before = model.classifier.bias.detach().clone()

@@ -14,14 +14,14 @@ from ltbench.methods.focal import CBFocal, Focal, focal_loss, sigmoid_focal_loss
 from ltbench.methods.lws import ScaledLinear
 from ltbench.methods.mislas import MiSLAS, label_aware_eps, label_aware_smoothing_loss
 
-from ltbench.backbones import build_backbone
-from ltbench.engine import RunOptions, execute
+from ltbench.engine.evaluation import accuracy_report, predict
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
-from ltbench.evaluation import accuracy_report, predict
 from ltbench.method import StageContext, check_hparam_names
+from ltbench.models.backbones import build_backbone
 from ltbench.registry import benchmarks, methods
-from ltbench.specs import RunSpec, resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import RunSpec, resolve
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 LOGITS = [[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]]  # the 2x3 example

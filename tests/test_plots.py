@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.store import Store
-from ltbench.tables import done_results
+from ltbench.cli.app import app
+from ltbench.results.store import Store
+from ltbench.results.tables import done_results
 
 pytest.importorskip("matplotlib")
 RECORDS = Path(__file__).parent / "golden" / "results"

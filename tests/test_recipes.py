@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from ltbench.engine import RunOptions, effective_lr, execute, lr_factor
-from ltbench.recipes import ENGINE_DEFAULTS
-from ltbench.specs import resolve
-from ltbench.store import Store
-from ltbench.tables import build_table
+from ltbench.engine.training import RunOptions, effective_lr, execute, lr_factor
+from ltbench.results.store import Store
+from ltbench.results.tables import build_table
+from ltbench.spec.run_spec import resolve
+from ltbench.spec.schema import engine_defaults
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 
-# Run ids from before the keys of recipes.ADDED_DEFAULTS existed (the README's quickstart, status output).
+# Run ids from before the keys of schema.SINCE existed (the README's quickstart, status output).
 EARLIER_IDS = {("ce", "digits_lt"): "1b3fa6222eb2", ("wb", "digits_lt"): "102927cd5958",
                ("tau_norm", "digits_lt"): "0d61197b469b", ("l2_norm", "digits_lt"): "286228e42c67",
                ("ce", "cifar100_lt"): "4987f1f78c58"}
@@ -37,7 +37,7 @@ def test_official_recipe_labels_every_difference_from_the_paper():
     expected = {  # key: (value, origin) in the stage-1 run (train.*, data.*) and the WB run (stage2.*)
         "train.epochs": (320, "recipe official"), "train.select": ("test", "recipe official"),
         "train.lr_update": ("epoch", "recipe official"), "train.precision": ("fp32", "recipe official"),
-        "data.subset": ("first", "recipe official"), "data.normalization": ("cifar10", "recipe official"),
+        "data.subset": ("first", "recipe official"), "data.normalization": ("wb_code", "recipe official"),
         "data.report": ("test_flip_avg", "recipe official"), "backbone": ("resnet34_cifar", "recipe official"),
         "stage2.augment": (True, "method wb"), "stage2.frozen_bn": ("train", "method wb"),
         "stage2.lr_update": ("epoch", "recipe official"), "stage2.precision": ("fp32", "recipe official"),
@@ -58,7 +58,7 @@ def test_official_recipe_labels_every_difference_from_the_paper():
 
 
 def test_cosine_stepped_once_per_epoch_as_the_wb_code():
-    hp = {**ENGINE_DEFAULTS, "epochs": 10, "lr_update": "epoch"}
+    hp = {**engine_defaults(), "epochs": 10, "lr_update": "epoch"}
     assert lr_factor(hp, 0.0) == lr_factor(hp, 0.99) == pytest.approx(0.5 * (1 + math.cos(math.pi / 10)))
     assert 0.01 * lr_factor(hp, 0.0) == pytest.approx(0.009755, abs=1e-6)  # REFERENCE.md: epoch 0 at 0.009755
     assert lr_factor(hp, 9.5) == pytest.approx(0.0, abs=1e-12)  # the last epoch runs at lr 0

@@ -25,20 +25,16 @@ def test_unknown_names_suggest_close_matches(registry, wrong, suggestion):
         registry.get(wrong)
 
 
-PLUGIN = '''
-from ltbench.method import Method
+def _readme_plugin() -> str:
+    """The plugin guide's example method, verbatim from README.md ("A method plugin, start to finish")."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("# my_focal/focal.py\n")
+    return text[start:text.index("```", start)]
 
 
-class Focal(Method):
-    name = "focal_plugin"
-    description = "focal loss from a third-party package"
-    stages = ("train",)
-
-    def loss(self, logits, targets, ctx):
-        import torch.nn.functional as F
-        ce = F.cross_entropy(logits, targets, reduction="none")
-        return ((1 - (-ce).exp()) ** 2 * ce).mean()
-'''
+PLUGIN = _readme_plugin()
 
 
 def _fake_distribution(root):
@@ -65,16 +61,19 @@ def test_plugin_through_an_entry_point(tmp_path, monkeypatch):
 def test_plugin_shows_in_ltbench_list_and_trains(tmp_path):
     _fake_distribution(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "ltbench.cli", "list", "methods"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "ltbench.cli.app", "list", "methods"], env=env, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("focal_plugin"))
     assert "plugin ltbench-focal" in line and "focal loss" in line
-    run = subprocess.run([sys.executable, "-m", "ltbench.cli", "run", "--method", "focal_plugin", "--epochs", "1",
+    run = subprocess.run([sys.executable, "-m", "ltbench.cli.app", "run", "--method", "focal_plugin", "--epochs", "1",
                           "--device", "cpu", "--results", str(tmp_path / "res")], env=env, capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stderr
     assert "| focal_plugin" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "ltbench.cli.app", "run", "--method", "focal_plugin", "--set",
+                          "focal_gamma=-1", "--results", str(tmp_path / "res2")], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "train.focal_gamma=-1.0: must not be negative" in bad.stderr, bad.stderr
 
 
 def test_broken_plugin_names_its_package(tmp_path, monkeypatch):

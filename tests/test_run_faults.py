@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from ltbench.engine import RunOptions, execute
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
 from ltbench.files import checksum_file, file_sha256, recorded_sha256
-from ltbench.specs import resolve
-from ltbench.store import RunDir, Store
+from ltbench.results.store import RunDir, Store
+from ltbench.spec.run_spec import resolve
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 STAGE2 = ["stage2.epochs=2"]

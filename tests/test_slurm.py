@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.launch import Launched, Manifest, job_paths, wait
-from ltbench.store import RunDir, Store
-from ltbench.sweep import expand
+from ltbench.cli.app import app
+from ltbench.launch.dispatch import Launched, Manifest, job_paths, wait
+from ltbench.launch.sweep import expand
+from ltbench.results.store import RunDir, Store
 
 pytestmark = pytest.mark.slurm
 runner = CliRunner()

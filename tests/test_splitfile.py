@@ -13,14 +13,14 @@ import torchvision
 from jpeg_trees import SPLIT_FILES, Tree, jpeg_bytes, write_tree
 from PIL import Image
 
-from ltbench.backbones import build_backbone, load_initial_weights
-from ltbench.data import per_epoch_generator
-from ltbench.engine import RunOptions, execute
+from ltbench.data.images import ImageTransform, crop_box, decode_rgb
+from ltbench.data.splits import per_epoch_generator
+from ltbench.engine.training import RunOptions, execute
 from ltbench.errors import LtbenchError
-from ltbench.images import ImageTransform, crop_box, decode_rgb
+from ltbench.models.backbones import build_backbone, load_initial_weights
 from ltbench.registry import benchmarks
-from ltbench.specs import resolve
-from ltbench.store import Store
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 BENCHMARKS = ["imagenet_lt", "inat2018", "places_lt"]
 COUNTS = [110, 40, 20, 8, 3]  # many: 1 class, medium: 2, few: 2

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench import launch, local
-from ltbench.cli import app
+from ltbench.cli.app import app
 from ltbench.errors import LtbenchError
-from ltbench.launch import Launched, Manifest, deal, parse_sbatch_flags
-from ltbench.specs import RunSpec, resolve
-from ltbench.store import Store, atomic_write_json
-from ltbench.sweep import expand, make_plan
+from ltbench.launch import dispatch as launch
+from ltbench.launch import local
+from ltbench.launch.dispatch import Launched, Manifest, deal, parse_sbatch_flags
+from ltbench.launch.sweep import expand, make_plan
+from ltbench.results.store import Store, atomic_write_json
+from ltbench.spec.run_spec import RunSpec, resolve
 
 runner = CliRunner()
 
@@ -68,7 +69,7 @@ def test_lanes_keep_each_stage1_run_before_its_stage2_runs():
 
 
 def test_plan_states_blocked_stage2_and_dry_run_launches_nothing(tmp_path):
-    from ltbench.engine import RunOptions, execute
+    from ltbench.engine.training import RunOptions, execute
 
     store = Store(tmp_path)
     points = expand(["ce", "wb"], ["digits_lt"], [0, 1], [], sets=[], epochs=1)

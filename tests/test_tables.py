@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ltbench.cli import app
-from ltbench.reference import PUBLISHED, STAGE1, published
-from ltbench.store import Store
-from ltbench.tables import build_table, done_results, render
+from ltbench.cli.app import app
+from ltbench.results.reference import PUBLISHED, STAGE1, published
+from ltbench.results.store import Store
+from ltbench.results.tables import build_table, done_results, render
 
 GOLDEN = Path(__file__).parent / "golden"
 RECORDS = GOLDEN / "results"  # 10 real digits-LT records: ce (WD 0 = WB stage 1, 5e-4, 1e-3), wb, tau_norm; seeds 0, 1

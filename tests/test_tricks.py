@@ -1,4 +1,4 @@
-"""The engine's training tricks (ltbench.tricks): mixup / cutmix, label smoothing, class re-weighting (DRW),
+"""The engine's training tricks (ltbench.engine.stage_options): mixup / cutmix, label smoothing, class re-weighting (DRW),
 re-sampling (DRS), AutoAugment / RandAugment and MaxNorm as stage options, against hand computations and
 torch's / torchvision's own; resume determinism; run ids unchanged; short digits-LT runs with each option."""
 
@@ -9,19 +9,13 @@ import torch
 import torch.nn.functional as F
 from ltbench.methods.cb import cb_loss, cb_weights
 
-from ltbench import engine
-from ltbench.autoaugment import augmentation_policy
-from ltbench.data import Augment, ImageSet, Splits, per_epoch_generator
-from ltbench.engine import RunOptions, execute
-from ltbench.errors import LtbenchError
-from ltbench.images import ImageTransform
-from ltbench.method import Method, StageContext, check_hparam_names
-from ltbench.registry import methods
-from ltbench.specs import resolve
-from ltbench.store import Store
-from ltbench.tricks import (
+from ltbench.data.autoaugment import augmentation_policy
+from ltbench.data.images import ImageTransform
+from ltbench.data.splits import Augment, ImageSet, Splits, per_epoch_generator
+from ltbench.engine import training as engine
+from ltbench.engine.stage_options import (
     Mixer,
-    StageTricks,
+    StageOptions,
     class_balanced_weights,
     class_mean_loss,
     cross_entropy_loss,
@@ -32,6 +26,12 @@ from ltbench.tricks import (
     stage_record,
     switch_epoch,
 )
+from ltbench.engine.training import RunOptions, execute
+from ltbench.errors import LtbenchError
+from ltbench.method import Method, StageContext, check_hparam_names
+from ltbench.registry import methods
+from ltbench.results.store import Store
+from ltbench.spec.run_spec import resolve
 
 OPTS = RunOptions(device="cpu", live_progress=False)
 CPU = torch.device("cpu")
@@ -200,7 +200,7 @@ def test_reweighting_equals_weighted_ce_and_the_per_class_definition():
 def test_options_off_leave_the_methods_loss_as_it_is():
     ctx = ctx_for()
     m = PlainCE()
-    tricks = StageTricks.build(m, ctx, torch.nn.Linear(2, 4)).epoch(0, per_epoch_generator(0, 0), 5)
+    tricks = StageOptions.start(m, ctx, torch.nn.Linear(2, 4)).epoch(0, per_epoch_generator(0, 0), 5)
     assert tricks.mixer is None and tricks.maxnorm is None and tricks.data_options == {}
     assert tricks.sampler == "instance"
     out, y = torch.randn(4, 4), torch.tensor([0, 1, 2, 3])
@@ -211,10 +211,10 @@ def test_reweight_and_resample_switch_at_their_epoch():
     assert switch_epoch(0.8, 200) == 160 and switch_epoch(0.5, 4) == 2 and switch_epoch(0.0, 10) == 0
     ctx = ctx_for(epochs=10, reweight="cb", reweight_beta=0.9, reweight_from=0.3, sampler="class_balanced",
                   resample_from=0.6)
-    ctx.record["train_tricks"] = rec = stage_record(torch.nn.Linear(2, 2), ctx)
+    rec = stage_record(torch.nn.Linear(2, 2), ctx)
     assert rec["reweight"]["from_epoch"] == 4 and rec["resample"]["from_epoch"] == 7
     assert rec["reweight"]["weights"] == pytest.approx(cb_weights([8, 4, 2, 1], 0.9).tolist())
-    st = StageTricks.build(PlainCE(), ctx, torch.nn.Linear(2, 4))
+    st = StageOptions.start(PlainCE(), ctx, torch.nn.Linear(2, 4))
     out, y = torch.randn(6, 4), torch.tensor([0, 0, 0, 1, 2, 3])
     for epoch in range(10):
         t = st.epoch(epoch, per_epoch_generator(0, epoch), 3)
@@ -314,7 +314,7 @@ def test_autoaugment_on_image_files_is_a_function_of_the_image_seed(tmp_path, mo
 
 @pytest.mark.parametrize("every", ["step", "epoch"])
 def test_maxnorm_on_ce_keeps_every_row_within_the_radius(tmp_path, every):
-    from ltbench.backbones import build_backbone
+    from ltbench.models.backbones import build_backbone
 
     spec = resolve("ce", "digits_lt", epochs=3, sets=["train.maxnorm=true", "train.threshold=0.2",
                                                       f"train.maxnorm_every={every}", "train.lr=0.2"])

@@ -1,0 +1,462 @@
+"""Comparison tables over the records of a results store.
+
+Rows are methods (plus weight balancing's stage 1, and published-only rows with --reference),
+columns are benchmark instances (the WB paper's five by default). Each cell averages the runs of one
+configuration over seeds: mean, std and the number of seeds. With ``select="val"`` a row's
+configuration (its hyperparameters) is chosen per column on the validation split, and the test
+accuracy of each run's selected checkpoint is reported; ``select="last"`` uses no validation at all:
+every configuration is a row and the last epoch is reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from ..errors import DamagedRecord
+from ..spec.run_spec import differences
+from ..spec.schema import settings_of
+from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, published
+from .store import EVAL_SHAPE, Store, read_json, shape_problem
+
+FORMATS = ("github", "latex", "csv", "json")
+GROUPS = ("many", "medium", "few", "all")
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """The rows of a table as the registered methods declare them (Method.presentation)."""
+
+    order: dict[str, float]  # row name -> sort key
+    stage1_rows: dict[str, str]  # method -> the row of the stage-1 run it builds on (weight balancing's)
+
+    @staticmethod
+    def from_registry() -> RowLayout:
+        from ..registry import methods
+
+        order, stage1_rows = {}, {}
+        for e in methods.entries():
+            shown = e.obj.presentation
+            order[e.name] = float(shown.order)
+            row = shown.stage1_row
+            if row is not None:
+                stage1_rows[e.name] = row[0]
+                order[row[0]] = float(row[1])
+        return RowLayout(order, stage1_rows)
+
+    def base(self, name: str) -> str:
+        """The method (or stage-1 row) a row belongs to: "ce (weight_decay=0.005)" -> "ce"."""
+        return name if name in self.order else name.split(" (")[0]
+
+    def sort_key(self, name: str) -> tuple[float, str]:
+        return (self.order.get(self.base(name), math.inf), name)
+
+    def method_of(self, row: str) -> str:
+        """The method whose run fills a row (a stage-1 row: the method that builds on it)."""
+        return next((m for m, r in self.stage1_rows.items() if r == row), self.base(row))
+
+    def with_stage1(self, methods: Iterable[str]) -> set[str]:
+        return set(methods) | {self.stage1_rows[m] for m in methods if m in self.stage1_rows}
+
+
+@dataclass
+class Records:
+    """The finished runs of a store: the records that read, and the damaged ones (left out)."""
+
+    results: list[dict[str, Any]]
+    damaged: list[DamagedRecord]
+    run_ids: set[str]  # every run directory of the store, finished or not
+    root: Path
+
+    def notes(self, shown: dict[str, Any] | None = None) -> list[str]:
+        """Footnotes: the damaged records left out, and the stage-2 records (of the table ``shown``, else
+        all) whose stage-1 run directory is gone."""
+        notes = []
+        if self.damaged:
+            n = len(self.damaged)
+            what = "; ".join(f"{d.path} {d.problem}" for d in self.damaged)
+            notes.append(f"{n} record{'s' if n > 1 else ''} left out as damaged: {what}; `ltbench status` lists "
+                         f"{'them' if n > 1 else 'it'}")
+        orphans: dict[str, list[str]] = defaultdict(list)
+        for r in self.results:
+            parent = r["method_record"].get("parent")
+            if isinstance(parent, str) and parent not in self.run_ids and (shown is None or (
+                    r["label"] in shown["columns"] and any(row.split(" (")[0] == r["method"] for row in shown["rows"]))):
+                orphans[parent].append(f"{r['method']} {r['run_id']}")
+        for parent, users in orphans.items():
+            notes.append(f"{', '.join(users)} build{'s' if len(users) == 1 else ''} on stage-1 run {parent}, which is "
+                         f"no longer in {self.root}; `ltbench run` with the same selectors retrains it "
+                         "(content-addressed)")
+        return notes
+
+
+def read_records(store: Store, benchmarks: list[str] | None = None, evals: bool = False) -> Records:
+    """The records of the finished runs (of ``benchmarks``, by name, where given); a run whose
+    spec.json or result.json does not read is left out and listed in ``damaged``, never raised.
+    ``evals``: the `ltbench eval` records too, as table rows of their own (``eval_as_run``)."""
+    results, damaged, run_ids = [], [], set()
+    for rd in store.runs():
+        run_ids.add(rd.run_id)
+        if not rd.is_done() or (benchmarks and rd.path.parent.parent.name not in benchmarks):
+            continue
+        try:
+            rd.spec()
+            results.append(rd.result())
+        except DamagedRecord as exc:
+            damaged.append(exc)
+    for ed in store.evals() if evals else []:
+        if not ed.is_done() or (benchmarks and ed.path.parent.name not in benchmarks):
+            continue
+        value, problem = read_json(ed.result_file)
+        problem = problem or shape_problem(value, EVAL_SHAPE)
+        if problem:
+            damaged.append(DamagedRecord(ed.result_file, problem, f"delete {ed.path} and run the same `ltbench "
+                                         "eval` command again"))
+        else:
+            results.append(eval_as_run(value))
+    return Records(results, damaged, run_ids, store.root)
+
+
+EVAL_ROW = "{method} (eval of {source_run})"  # the row of an `ltbench eval` record
+
+
+def eval_as_run(e: dict[str, Any]) -> dict[str, Any]:
+    """An `ltbench eval` record in the form build_table reads a run's: its scores as the test report,
+    no validation score, its own row (``EVAL_ROW``) and configuration (its spec), the source run's seed."""
+    spec = {"backbone": e.get("backbone", ""), "recipe": e.get("recipe", ""), "data": e["spec"].get("data", {}),
+            "stages": {}, "eval": e["spec"]}
+    return {"run_id": e["eval_id"], "method": e["method"], "table_row": EVAL_ROW.format(**e), "label": e["label"],
+            "benchmark": e["benchmark"], "seed": e["source_seed"], "spec": spec, "test": e["scores"],
+            "val": {"class_mean": None}, "selected": {"rule": "eval"}, "classifier_norms": e["classifier_norms"],
+            "class_counts": e["class_counts"], "method_record": {"eval_of": e["source_run"]}}
+
+
+def done_results(store: Store) -> list[dict[str, Any]]:
+    """The records of the finished runs that read (``read_records`` also says which did not)."""
+    return read_records(store).results
+
+
+def _without_seed(spec: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in spec.items() if k != "seed"}
+    if out.get("parent"):
+        out["parent"] = _without_seed(out["parent"])
+    return out
+
+
+def _config_key(r: dict[str, Any]) -> str:
+    """Everything that defines a configuration except the seed (of the run and of its stage 1)."""
+    return json.dumps(_without_seed(r["spec"]), sort_keys=True)
+
+
+def describe_differences(configs: list[list[dict[str, Any]]]) -> list[str]:
+    """For each configuration, the settings that tell it apart from the others ("" if none); the
+    benchmark's own parameters (data.*) are the column's, not the row's."""
+    def short(h: str) -> str:
+        return h.split(".", 1)[-1] if h.startswith(("train.", "stage2.", "posthoc.")) else h
+
+    diffs = differences([c[0]["spec"] for c in configs])
+    return [", ".join(f"{short(h)}={v}" for h, v in d.items() if not h.startswith("data.")) for d in diffs]
+
+
+def _stat(values: list[float | None]) -> dict[str, Any]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {"mean": round(statistics.fmean(vals), 2), "std": round(std, 2), "n": len(vals)}
+
+
+def _test_report(r: dict[str, Any], select: str) -> dict[str, Any]:
+    if select == "last":
+        return r.get("selected", {}).get("last_epoch_test") or r["test"]
+    if _flip_averaged(r):
+        return r["test_flip_avg"]
+    return r["test"]
+
+
+def _flip_averaged(r: dict[str, Any]) -> bool:
+    """The run reports the flip-averaged test accuracy (data.report=test_flip_avg, the WB authors' code)."""
+    return settings_of(r["spec"]["data"]).report == "test_flip_avg" and bool(r.get("test_flip_avg"))
+
+
+def _val_score(rs: list[dict[str, Any]]) -> float:
+    vals = [r["val"]["class_mean"] for r in rs if r["val"].get("class_mean") is not None]
+    return statistics.fmean(vals) if vals else float("-inf")
+
+
+STANDARD_SHOTS = {"many": "n > 100", "medium": "20 <= n <= 100", "few": "n < 20"}  # the literature's rule
+
+
+def _shot_rule_notes(rs: list[dict[str, Any]], per_benchmark: bool) -> list[str]:
+    """A table of many / medium / few columns states the rule that made the groups when its data chose it
+    (a user's image folder, whose thresholds are data.many_above / data.few_below) or when it is not the
+    literature's (n > 100 many, n < 20 few, on training images per class)."""
+    if not per_benchmark:
+        return []
+    rules = {json.dumps({k: r["shot_rule"][k] for k in STANDARD_SHOTS}, sort_keys=True) for r in rs
+             if isinstance(r.get("shot_rule"), dict) and all(k in r["shot_rule"] for k in STANDARD_SHOTS)}
+    chosen = any(r.get("benchmark") == "imagefolder" for r in rs)
+    if not rules or (not chosen and rules == {json.dumps(STANDARD_SHOTS, sort_keys=True)}):
+        return []
+    return ["many / medium / few: the classes with " + ", ".join(f"{json.loads(rule)[g]} ({g})" for g in STANDARD_SHOTS)
+            + " training images" for rule in sorted(rules)]
+
+
+def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | None = None,
+                methods: list[str] | None = None, columns: list[str] | None = None, select: str = "val",
+                reference: bool = False) -> dict[str, Any]:
+    """The table as data: every format renders this, so every format shows the same numbers.
+
+    ``benchmarks`` filters by benchmark name, ``columns`` fixes the column labels (default: the WB
+    paper's five, plus any other benchmark instance that has records). With one column the cells
+    are many / medium / few / all of that benchmark.
+    """
+    rs = [r for r in results if not benchmarks or r["benchmark"] in benchmarks]
+    layout = RowLayout.from_registry()
+    stage1_of = {r["method_record"].get("parent"): layout.stage1_rows[r["method"]] for r in rs
+                 if r["method"] in layout.stage1_rows}
+    if columns is None:
+        have = sorted({r["label"] for r in rs})
+        columns = have if benchmarks else \
+            DEFAULT_COLUMNS + [c for c in EXTRA_COLUMNS if c in have] + [c for c in have if c not in DEFAULT_COLUMNS + EXTRA_COLUMNS]
+    rs = [r for r in rs if r["label"] in columns]
+    per_benchmark = len(columns) == 1
+
+    # candidate rows: (row name, column) -> configuration -> runs
+    cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rs:
+        names = [r.get("table_row", r["method"])]
+        if r["run_id"] in stage1_of and select == "val":
+            names.append(stage1_of[r["run_id"]])
+        for name in names:
+            cand[(name, r["label"])][_config_key(r)].append(r)
+
+    rows, notes = _choose_rows(cand, select)
+
+    if methods:
+        keep = layout.with_stage1(methods)
+        rows = defaultdict(dict, {k: v for k, v in rows.items() if layout.base(k) in keep})
+    missing = []
+    if reference:
+        notes += _add_published(rows, columns, methods, layout)
+        missing = _missing(rows, columns, results, layout)
+    if any(row.endswith(")") and " (eval of " in row for row in rows):
+        notes.append("eval of RUN: `ltbench eval` scores of that run's model on another benchmark instance (no "
+                     "selection; many/medium/few by the run's own training counts)")
+    notes += _shot_rule_notes(rs, per_benchmark)
+    if any("iNaturalist" in c for c in columns):
+        notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
+    cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
+    on_test = [c for c in cells if c.get("selected_on_test")]
+    if on_test:
+        notes.append("†: checkpoint chosen on the test set (labelled, not a clean protocol)")
+    if any(c.get("flip_averaged") for c in cells):
+        notes.append("‡: test accuracy averaged over each image and its mirror image (data.report=test_flip_avg, "
+                     "as the WB authors' code reports)")
+
+    ordered = dict(sorted(rows.items(), key=lambda kv: layout.sort_key(kv[0])))
+    if select == "last":
+        kind = "last epoch"
+    elif on_test and len(on_test) == len(cells):
+        kind = "checkpoints selected on test †"
+    else:
+        kind = "selected on validation" + (" († on test)" if on_test else "")
+    title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
+    return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
+            "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
+
+
+def _choose_rows(cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]],
+                 select: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The cells of each (row, column) from its configurations: under ``val`` the configuration best on
+    validation (a note says which won), under ``last`` every configuration as a row of its own."""
+    rows: dict[str, dict[str, Any]] = defaultdict(dict)
+    notes: list[str] = []
+    for (name, col), configs in sorted(cand.items()):
+        groups = list(configs.values())
+        if select == "val":
+            best = max(groups, key=_val_score)
+            chosen = [(name, best)]
+            if len(groups) > 1:
+                diff = describe_differences(groups)[groups.index(best)]
+                notes.append(f"{name} on {col}: {diff} chosen on validation among {len(groups)} configurations")
+        else:
+            chosen = [(f"{name} ({d})" if d else name, g) for d, g in zip(describe_differences(groups), groups, strict=True)]
+        for row_name, group in chosen:
+            rows[row_name][col] = _cell(group, select)
+    return rows, notes
+
+
+def _cell(group: list[dict[str, Any]], select: str) -> dict[str, Any]:
+    """One table cell from the seeds of one configuration: mean ± std of each group's accuracy, the
+    spread of the classifier norms, and its marks († selected on test, ‡ flip-averaged)."""
+    reports = [_test_report(r, select) for r in group]
+    cell: dict[str, Any] = {g: _stat([rep["top1" if g == "all" else g] for rep in reports]) for g in GROUPS}
+    cell["seeds"] = sorted(r["seed"] for r in group)
+    cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group
+                                if min(r["classifier_norms"]) > 0])
+    cell["selected_on_test"] = any(r["selected"].get("rule") == "test" for r in group)
+    if select != "last" and any(_flip_averaged(r) for r in group):
+        cell["flip_averaged"] = True
+    return cell
+
+
+def _add_published(rows: dict[str, dict[str, Any]], columns: list[str], methods: list[str] | None,
+                   layout: RowLayout) -> list[str]:
+    """Put the published numbers (and our difference to them) into the cells, adding the published rows
+    that have no records; the notes that cite the sources."""
+    wanted = layout.with_stage1(methods or [])
+    for p_row in {p.row for p in PUBLISHED if p.column in columns}:
+        if not methods or layout.base(p_row) in wanted:
+            rows.setdefault(p_row, {})
+    for row_name, cells in rows.items():
+        for col in columns:
+            p = published(row_name, col) or published(layout.base(row_name), col)
+            if p is None:
+                continue
+            cell = cells.setdefault(col, {g: {"mean": None, "std": None, "n": 0} for g in GROUPS})
+            cell["paper"] = {"many": p.many, "medium": p.medium, "few": p.few, "all": p.all, "source": p.source}
+            for g in GROUPS:
+                ours, theirs = cell[g]["mean"], cell["paper"][g]
+                cell[g]["delta"] = round(ours - theirs, 2) if ours is not None and theirs is not None else None
+    return sorted({f"paper: {cells[c]['paper']['source']}" for cells in rows.values() for c in cells
+                   if "paper" in cells[c]})
+
+
+def _missing(rows: dict[str, dict[str, Any]], columns: list[str], results: Iterable[dict[str, Any]],
+             layout: RowLayout) -> list[dict[str, Any]]:
+    """Per column, the rows ltbench can fill that have no records, with the command that fills them."""
+    known = set(layout.order)
+    missing = []
+    for col in columns:
+        todo = [r for r in sorted(rows, key=layout.sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
+                and layout.base(r) in known and " (eval of " not in r]
+        names = list(dict.fromkeys(layout.method_of(r) for r in todo))
+        if names:
+            how = FILL.get(col) or _fill_from_records(col, results)
+            missing.append({"column": col, "rows": todo,
+                            "command": f"ltbench run --method {','.join(names)} {how} --seed 0,1,2"})
+    return missing
+
+
+def _fill_from_records(col: str, results: Iterable[dict[str, Any]]) -> str:
+    for r in results:
+        if r["label"] == col:
+            extra = f" --imbalance {r['spec']['data']['imbalance']:g}" if "imbalance" in r["spec"]["data"] else ""
+            return f"--dataset {r['benchmark']}{extra}"
+    return "--dataset ?"
+
+
+# --- rendering -------------------------------------------------------------------------------------
+
+def _marks(cell: dict[str, Any]) -> str:
+    """† checkpoint chosen on test, ‡ flip-averaged test accuracy."""
+    return ("†" if cell.get("selected_on_test") else "") + ("‡" if cell.get("flip_averaged") else "")
+
+
+def _fmt(s: dict[str, Any] | None, pm: str = "±") -> str:
+    if not s or s.get("n", 0) == 0 or s.get("mean") is None:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['mean']:.2f}"
+    return f"{s['mean']:.2f} {pm} {s['std']:.2f} ({s['n']})"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list[list[str]]]:
+    ref = t["reference"]
+    if t["per_benchmark"]:
+        col = t["columns"][0]
+        header = ["method"] + [h for g in GROUPS for h in ([g, "paper", "Δ"] if ref and g == "all" else [g])]
+        header += ["norm max/min"]
+        body = []
+        for name, cells in t["rows"].items():
+            c = cells.get(col, {})
+            line = [name]
+            for g in GROUPS:
+                cell = _fmt(c.get(g), pm) + (_marks(c) if g == "all" else "")
+                if ref and g != "all" and c.get("paper", {}).get(g) is not None:
+                    cell += f" [{c['paper'][g]:.2f}]"
+                line.append(cell)
+                if ref and g == "all":
+                    line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
+            line.append(_fmt(c.get("norm_ratio"), pm))
+            body.append(line)
+        return header, body
+    header = ["method"] + [h for col in t["columns"] for h in ([col, "paper", "Δ"] if ref else [col])]
+    body = []
+    for name, cells in t["rows"].items():
+        line = [name]
+        for col in t["columns"]:
+            c = cells.get(col, {})
+            line.append(_fmt(c.get("all"), pm) + _marks(c))
+            if ref:
+                line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
+        body.append(line)
+    return header, body
+
+
+def _footer(t: dict[str, Any]) -> list[str]:
+    lines = [f"- {n}" for n in t["notes"]]
+    if t["missing"]:
+        lines.append("missing cells, and the commands that fill them:")
+        lines += [f"- {m['column']} ({', '.join(m['rows'])}): {m['command']}" for m in t["missing"]]
+    return lines
+
+
+# What tabulate's LaTeX leaves as it is and a plain LaTeX document cannot typeset.
+LATEX_SYMBOLS = (("Δ", r"$\Delta$"), ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("±", r"$\pm$"))
+
+
+def _latex_symbols(s: str) -> str:
+    for a, b in LATEX_SYMBOLS:
+        s = s.replace(a, b)
+    return s
+
+
+def _latex_escape(s: str) -> str:
+    """A footnote line as a LaTeX comment's text: TeX's special characters escaped, symbols typeset."""
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        s = s.replace(a, b)
+    return _latex_symbols(s)
+
+
+def render(t: dict[str, Any], fmt: str = "github") -> str:
+    if fmt == "json":
+        return json.dumps(t, indent=2, sort_keys=True, ensure_ascii=False)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["method", "column", "group", "mean", "std", "n", "paper", "delta"])
+        for name, cells in t["rows"].items():
+            for col in t["columns"]:
+                c = cells.get(col, {})
+                for g in GROUPS:
+                    s = c.get(g, {"mean": None, "std": None, "n": 0})
+                    paper = c.get("paper", {}).get(g)
+                    w.writerow([name, col, g, _num(s["mean"]) if s["mean"] is not None else "",
+                                _num(s["std"]) if s["std"] is not None else "", s["n"],
+                                "" if paper is None else f"{paper:.2f}",
+                                "" if s.get("delta") is None else f"{s['delta']:.2f}"])
+        return buf.getvalue()
+    header, body = _header_and_body(t)
+    if fmt == "github":
+        return "\n".join([tabulate(body, headers=header, tablefmt="github", disable_numparse=True), *_footer(t)])
+    if fmt == "latex":  # tabulate's booktabs table (it escapes TeX's special characters), symbols typeset
+        table = tabulate(body, headers=header, tablefmt="latex_booktabs", disable_numparse=True,
+                         colalign=("left",) + ("right",) * (len(header) - 1))
+        return "\n".join([_latex_symbols(table), *(f"% {_latex_escape(line)}" for line in _footer(t))])
+    raise ValueError(f"unknown format {fmt!r}")
