@@ -104,7 +104,8 @@ def table_data(results: Path, benchmark: Names, method: Names, select: str = "va
     method_text = ",".join(_names(method, "--method") or []) if method is not None else None
     benchmark_names, method_names = known_names(benchmark_text, method_text)
     records = read_records(Store(results), benchmark_names, evals=True)  # `ltbench eval` records: rows of their own
-    t = build_table(records.results, benchmarks=benchmark_names, methods=method_names, select=select, reference=reference)
+    t = build_table(records.results, benchmarks=benchmark_names, methods=method_names, select=select,
+                    reference=reference) if records.results or reference else {"rows": {}}  # empty: no registry, no torch
     if not t["rows"]:
         asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", benchmark_text), ("--method", method_text)) if v)
         raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}"

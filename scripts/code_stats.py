@@ -39,7 +39,7 @@ def main(root: Path) -> None:
                 targets = _imported(name, path.name == "__init__.py", node, mods)
                 edges.setdefault(name, set()).update(t for t in targets if t != name)
     folders: dict[str, list[int]] = {}
-    for name, path in mods.items():
+    for path in mods.values():
         folder = str(path.parent.relative_to(root))
         folders.setdefault(folder, []).append(len(path.read_text().splitlines()))
     print(f"lines in ltbench/: {sum(sum(v) for v in folders.values())} in {len(mods)} modules")

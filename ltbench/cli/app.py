@@ -50,7 +50,6 @@ from .common import (
     TestEveryEpoch,
     TimeLimit,
     err,
-    known_names,
     request_from_options,
     user_errors,
 )
@@ -232,6 +231,8 @@ def plot(
             raise LtbenchError(" ".join(damaged))
         chosen = [d.result() for d in dirs]
     elif kind == "wd":
+        from ..spec.request import known_names
+
         benchmark_names, method_names = known_names(benchmark, method)
         records = read_records(store, benchmark_names)
         chosen = [r for r in records.results if not method_names or r["method"] in method_names]

@@ -13,20 +13,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..data.benchmark import DATA_ENV
+from ..data.benchmark import DATA_ENV, DEFAULT_BENCHMARK
 from ..errors import LtbenchError
-from ..spec.request import (  # noqa: F401 (shared by the commands)
-    DEFAULT_BENCHMARK,
-    DEFAULT_RESULTS,
-    builtin_methods,
-    check_device,
-    check_writable,
-    every_method,
-    known_names,
-    parse_seeds,
-    split_names,
-    stage1_spec,
-)
+from ..results import DEFAULT_RESULTS  # noqa: F401 (the commands' default)
 
 if TYPE_CHECKING:
     from ..spec.request import RunRequest

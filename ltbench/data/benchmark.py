@@ -15,6 +15,9 @@ from ..errors import LtbenchError
 DATA_ENV = "LTBENCH_DATA"  # the environment variable that names the data root (--data-root's default)
 
 
+DEFAULT_BENCHMARK = "digits_lt"  # what `ltbench run` trains without --dataset (embedded, no download)
+
+
 def default_data_root() -> Path:
     """Where the datasets live unless --data-root says: $LTBENCH_DATA, else ./data."""
     return Path(os.environ.get(DATA_ENV, "data"))

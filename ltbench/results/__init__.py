@@ -4,3 +4,8 @@ Owns: ``store`` (run directories, locks, record checks), ``tables`` (comparison 
 ``reference`` (published numbers), ``plots``, ``logs`` (metrics.csv, TensorBoard). May import:
 spec, registry, errors, files. Never the engine or torch at import time.
 """
+
+import os
+from pathlib import Path
+
+DEFAULT_RESULTS = Path(os.environ.get("LTBENCH_RESULTS", "results"))  # the results root unless --results says

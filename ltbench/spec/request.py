@@ -11,15 +11,15 @@ No torch here: it comes with what trains.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..data.benchmark import DEFAULT_BENCHMARK
 from ..errors import LtbenchError
-from .schema import did_you_mean
+from ..results import DEFAULT_RESULTS
 
 if TYPE_CHECKING:
     from ..engine.training import RunOptions
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from ..results.store import Store
     from .run_spec import Override, RunSpec
 
-DEFAULT_RESULTS = Path(os.environ.get("LTBENCH_RESULTS", "results"))
-DEFAULT_BENCHMARK = "digits_lt"
 
 Names = str | list[str] | tuple[str, ...] | None
 Seeds = int | str | list[int] | tuple[int, ...] | None
@@ -171,6 +169,8 @@ def _sets(value: list[str] | tuple[str, ...] | dict[str, Any] | str | None) -> l
     if value is None:
         return []
     if isinstance(value, dict):
+        import json
+
         return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in value.items()]
     if isinstance(value, str):
         return [value]
@@ -344,6 +344,8 @@ class RunRequest:
 
 def check_specs(specs: list[RunSpec], data_root: Path, split_root: Path | None, download: bool) -> None:
     """Each benchmark's data (once per benchmark and data) and each method's backbone requirements."""
+    import json
+
     from ..registry import benchmarks, methods
 
     seen: set[str] = set()
@@ -364,6 +366,8 @@ def _launch_fields() -> dict[str, Any]:
 
 def _check_type(where: str, key: str, value: Any) -> None:
     if key not in _TYPES:
+        from .schema import did_you_mean
+
         known = sorted({*_TYPES, *_launch_fields()} - {"launch", "sets", "grid"}) + ["set"]
         raise LtbenchError(f"{where}: no argument {key!r}{did_you_mean(key, known)}; it takes "
                            f"{', '.join(known)}.")
