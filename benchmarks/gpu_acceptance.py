@@ -1,13 +1,14 @@
 """GPU acceptance: ltbench's CUDA path, end to end, in one command of at most 10 minutes on one GPU.
 
     python benchmarks/gpu_acceptance.py                      # on a machine with a CUDA GPU
-    python benchmarks/gpu_acceptance.py --device cpu --quick # the same code paths on the CPU (a shake-out)
+    python benchmarks/gpu_acceptance.py --device cpu --quick # every check's code paths on the CPU (CI runs it)
 
 Checks, one line each (PASS / FAIL / SKIP, with numbers), also written as JSON to
 benchmarks/results/gpu_acceptance.json (``--device cpu``: gpu_acceptance_cpu.json):
 
 - sync_debug: a few training steps of ce, cb, ldam_drw, logit_adj and wb under
-  torch.cuda.set_sync_debug_mode("error"): no step synchronises with the host (CUDA only);
+  torch.cuda.set_sync_debug_mode("error"): no step synchronises with the host (on the CPU the same
+  steps under a torch function mode that records every call reading a value on the host);
 - methods_digits: every built-in method through the engine on digits-LT;
 - methods_cifar: every built-in method on generated CIFAR-100-LT-shaped data (the real file format,
   ResNet-32), the stage-2 methods (wb, crt, lws) with cached features and again with
@@ -24,16 +25,25 @@ benchmarks/results/gpu_acceptance.json (``--device cpu``: gpu_acceptance_cpu.jso
   difference is not a failure), then a short run through the engine with GPU decoding and one with
   CPU decoding;
 - local_jobs_per_gpu: two runs through the local launcher with --jobs-per-gpu 2 (CPU: --max-jobs 2);
-- local_gpu_uuid: one local-launcher run with CUDA_VISIBLE_DEVICES given as the GPU's UUID;
+- local_gpu_uuid: one local-launcher run with CUDA_VISIBLE_DEVICES given as the GPU's UUID (on the CPU
+  a made-up UUID for one pretended GPU: the launcher's UUID path, the run itself on the CPU);
 - ddp: `torchrun` over all GPUs present, NCCL (SKIP with one GPU; CPU: 2 gloo ranks), and an explicit
   --device cuda:0 with several ranks refused;
 - wb_recipe_time: the CIFAR-100-LT WB recipe (stage 1 of 200 epochs, then 10 stage-2 epochs): a few
   stage-1 epochs are timed and extrapolated to 200; stage 2 runs in full.
 
-Exit status: 0 when nothing failed, 1 when a check failed, 2 when there is no CUDA device (it prints
-"no CUDA device: nothing to check"; --device cpu checks the CPU instead). The checks run in the order of
-CHECKS (the most telling first); one that would start after --budget-s seconds (default 450) is skipped
-(SKIP, "time budget"), so that the whole stays within 10 minutes; --only runs the named ones.
+--quick: the same checks and assertions, small: runs of 1 to 4 epochs, and on CIFAR-shaped data a tiny
+backbone (benchmarks/_quick.py: quick_cnn, and its 3-expert variant for RIDE / SADE) instead of
+ResNet-32; every check runs (no time budget), and a check that could not run (SKIP) fails the quick
+run, so that the CPU catches what it can before a GPU's time is spent. It writes no record unless
+--out names one. About 4 to 8 minutes on a 2-core CPU.
+
+Exit status: 0 when nothing failed, 1 when a check failed (or, with --quick, was skipped), 2 when there
+is no CUDA device (it prints "no CUDA device: nothing to check"; --device cpu checks the CPU instead).
+The checks run in the order of CHECKS (what only a GPU can tell first, what the CPU run covers best
+last); without --quick one that would start after --budget-s seconds (default 450) is skipped (SKIP,
+"time budget"), so that the whole stays within 10 minutes of a lent GPU's 15 (start-up included);
+--only runs the named ones.
 """
 
 from __future__ import annotations
@@ -62,8 +72,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 STATE_METHODS = ("cb", "ldam_drw", "logit_adj", "balanced_softmax", "wb")  # methods with method state
 STAGE2 = ("wb", "crt", "lws")
 JPEG_COUNTS = [60, 30, 15, 8, 4]
-CHECKS = ("sync_debug", "methods_digits", "kill_resume", "jpeg_decode", "methods_cifar", "precision", "eval_determinism",
-          "wb_recipe_time", "local_jobs_per_gpu", "local_gpu_uuid", "ddp", "compile")  # run in this order
+CHECKS = ("sync_debug", "jpeg_decode", "methods_cifar", "precision", "eval_determinism", "wb_recipe_time",
+          "local_gpu_uuid", "local_jobs_per_gpu", "ddp", "compile", "methods_digits", "kill_resume")  # in this order
+FAKE_GPU_UUID = "GPU-00000000-0000-4000-8000-000000000000"  # local_gpu_uuid on the CPU
 
 Outcome = tuple[str, str, dict[str, Any]]  # (PASS | FAIL | SKIP, one line, numbers)
 
@@ -72,11 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="where the checks run (default cuda)")
     ap.add_argument("--quick", action="store_true",
-                    help="fewer epochs, and small_cnn instead of ResNet-32 on CIFAR (for a CPU shake-out)")
+                    help="every check, small: fewer epochs, a tiny backbone on CIFAR-shaped data, no time budget "
+                    "(the CPU shake-out CI runs: --device cpu --quick)")
     ap.add_argument("--budget-s", type=float, default=450.0,
-                    help="checks that would start later than this (seconds) are skipped (default 450)")
+                    help="without --quick, checks that would start later than this (seconds) are skipped (default 450)")
     ap.add_argument("--out", type=Path, default=None, help="the JSON file (default: benchmarks/results/"
-                    "gpu_acceptance.json, with --device cpu gpu_acceptance_cpu.json)")
+                    "gpu_acceptance.json, with --device cpu gpu_acceptance_cpu.json; --quick: none unless given)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (data, records, logs)")
     ap.add_argument("--only", default=None, metavar="CHECK[,CHECK..]", help=f"run these checks only ({', '.join(CHECKS)})")
     args = ap.parse_args(argv)
@@ -101,16 +113,16 @@ class Harness:
     """Runs the checks, each guarded: an exception is that check's FAIL, never the script's end. What a
     check's runs print on stderr (the engine's epoch lines) goes to ``logs/<check>.log``."""
 
-    def __init__(self, budget_s: float, logs: Path):
+    def __init__(self, budget_s: float | None, logs: Path):
         self.t0 = time.time()
-        self.budget_s = budget_s
+        self.budget_s = budget_s  # None: no budget (--quick runs every check)
         self.logs = logs
         self.checks: list[Check] = []
 
     def run(self, name: str, fn: Callable[[], Outcome]) -> None:
         t = time.time()
         log = self.logs / f"{name}.log"
-        if t - self.t0 > self.budget_s:
+        if self.budget_s is not None and t - self.t0 > self.budget_s:
             outcome: Outcome = ("SKIP", f"time budget ({self.budget_s:.0f} s) spent", {})
         else:
             try:
@@ -156,6 +168,31 @@ def environ(**values: str | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def HostReads() -> Any:  # noqa: N802 (a class made on first use: torch is imported late here)
+    """A torch function mode recording the calls that read a value on the host or copy between host and
+    device (each one a sync on a GPU): sync_debug's check where there is no CUDA."""
+    from torch.overrides import TorchFunctionMode
+
+    class _HostReads(TorchFunctionMode):
+        NAMES = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "cuda", "numpy",
+                 "nonzero", "tensor", "pin_memory"}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[str] = []
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", str(func))
+            moves = name == "to" and (any(isinstance(a, str) or type(a).__name__ == "device" for a in args[1:])
+                                      or "device" in kwargs)
+            if name in self.NAMES or moves:
+                self.calls.append(name)
+            return func(*args, **kwargs)
+
+    return _HostReads()
+
+
 def finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
@@ -182,11 +219,15 @@ class Checks:
         self.quick = quick
         self.tmp = tmp
         self._cifar: Path | None = None
+        if quick:
+            from _quick import register_quick_backbones
+
+            register_quick_backbones()
 
     # -- shared pieces
 
     def opts(self, **kw: Any) -> Any:
-        from ltbench.engine import RunOptions
+        from ltbench.engine.training import RunOptions
 
         return RunOptions(device=self.device, live_progress=False, download=False, **kw)
 
@@ -200,16 +241,21 @@ class Checks:
             self._cifar = root
         return self._cifar
 
-    def cifar_backbone(self) -> str | None:
-        return "small_cnn" if self.quick else None  # None: the benchmark's (ResNet-32)
+    def cifar_backbone(self, method: Any = None) -> str | None:
+        """None: the benchmark's (ResNet-32; a multi-expert method's variant of it); --quick: the tiny one."""
+        if not self.quick:
+            return None
+        from _quick import QUICK_BACKBONE, quick_backbone_for
+
+        return quick_backbone_for(method) if method is not None else QUICK_BACKBONE
 
     def run_methods(self, benchmark: str, store_dir: Path, epochs: int, stage2_epochs: int,
                     extra: list[tuple[str, list[str]]], data_root: Path | None = None) -> tuple[list[str], dict]:
         """Every built-in method (and the ``extra`` (method, sets) runs) through ``execute``."""
-        from ltbench.engine import execute
+        from ltbench.engine.training import execute
         from ltbench.registry import methods
-        from ltbench.specs import resolve
-        from ltbench.store import Store
+        from ltbench.results.store import Store
+        from ltbench.spec.run_spec import resolve
 
         store = Store(store_dir)
         opts = self.opts(**({"data_root": data_root} if data_root else {}))
@@ -225,8 +271,7 @@ class Checks:
                 first = method.stages[0]
                 if method.hparams(first, "paper", "cifar").get("warmup_epochs", 0) >= epochs:
                     s2.append(f"{first}.warmup_epochs=0")
-                backbone = self.cifar_backbone() if benchmark.startswith("cifar") else None
-                backbone = method.backbone_for(backbone) if backbone else None  # multi-expert methods: theirs
+                backbone = self.cifar_backbone(method) if benchmark.startswith("cifar") else None
                 spec = resolve(name, benchmark, epochs=epochs, sets=s2 + sets, backbone=backbone)
                 r = execute(spec, store, opts)
             except Exception as exc:
@@ -245,14 +290,14 @@ class Checks:
 
     def sync_debug(self) -> Outcome:
         torch = self.torch
-        cuda = self.device == "cuda"  # elsewhere the same steps run, without the sync check (CUDA's)
-        from ltbench.backbones import small_cnn
-        from ltbench.data import Augment, ImageSet, Splits
-        from ltbench.evaluation import autocast, to_memory_format
+        cuda = self.device == "cuda"  # elsewhere the same steps, under HostReads instead of CUDA's sync check
+        from ltbench.data.splits import Augment, ImageSet, Splits
+        from ltbench.engine.evaluation import autocast, to_memory_format
+        from ltbench.engine.stage_options import MaxNorm, stage_record
         from ltbench.method import StageContext
-        from ltbench.recipes import ENGINE_DEFAULTS
+        from ltbench.models.backbones import small_cnn
         from ltbench.registry import methods
-        from ltbench.tricks import MaxNorm, stage_record
+        from ltbench.spec.run_spec import resolve
 
         g = torch.Generator().manual_seed(0)
 
@@ -264,14 +309,15 @@ class Checks:
         for name in ("ce", "cb", "ldam_drw", "logit_adj", "wb"):
             method = methods.get(name)()
             stage = method.stages[-1]
-            hp = {**ENGINE_DEFAULTS, **method.hparams(stage, "paper", "digits"), "epochs": 1, "batch_size": 32}
+            base = resolve(name, "digits_lt").stages[stage]  # the engine's settings as a run of it has them
+            hp = type(base)({**base, "epochs": 1, "batch_size": 32})
             torch.manual_seed(0)
             model = small_cnn(5, 3).to(self.dev, memory_format=torch.channels_last)
             ctx = StageContext(stage=stage, hp=hp, splits=splits, device=self.dev, num_classes=5,
                                class_counts=splits.class_counts)
             method.prepare(model, ctx)
             model.to(self.dev)
-            rec = stage_record(model, ctx)  # WB's MaxNorm is the engine's (ltbench.tricks), after each step
+            rec = stage_record(model, ctx)  # WB's MaxNorm is the engine's (ltbench.engine.stage_options), after each step
             maxnorm = MaxNorm(rec["maxnorm"]["radius"], rec["maxnorm"]["every"]) if "maxnorm" in rec else None
             opt = torch.optim.SGD(method.param_groups(model, ctx), lr=0.01, momentum=0.9)
 
@@ -293,8 +339,10 @@ class Checks:
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.set_sync_debug_mode("error")
+            reads = HostReads()
             try:
-                losses = [step(x, y) for x, y in batches]
+                with contextlib.nullcontext() if cuda else reads:
+                    losses = [step(x, y) for x, y in batches]
             except RuntimeError as exc:
                 problems.append(f"{name}: {(str(exc).splitlines() or [''])[0][:200]}")
                 continue
@@ -302,13 +350,13 @@ class Checks:
                 if cuda:
                     torch.cuda.set_sync_debug_mode("default")
             ok = len(losses) == 9 and bool(torch.isfinite(torch.stack(losses)).all())
-            numbers[name] = {"steps": len(losses), "finite": ok}
+            numbers[name] = {"steps": len(losses), "finite": ok, **({} if cuda else {"host_reads": reads.calls})}
             if not ok:
                 problems.append(f"{name}: {len(losses)} steps, finite {ok}")
-        if not cuda and not problems:
-            return "SKIP", (f"{len(numbers)}/5 methods ran 9 steps each; the sync check itself is CUDA's "
-                            "(the CPU twin: tests/test_fast_paths.py)"), numbers
-        return verdict(problems, f"{len(numbers)}/5 methods, 9 steps each, no sync", numbers)
+            if reads.calls:
+                problems.append(f"{name}: {len(reads.calls)} host reads in 9 steps ({', '.join(sorted(set(reads.calls)))})")
+        how = "under CUDA's sync debug mode" if cuda else "no call reading a value on the host (CPU: HostReads)"
+        return verdict(problems, f"{len(numbers)}/5 methods, 9 steps each, {how}", numbers)
 
     # -- 2. every method, digits-LT and CIFAR-shaped
 
@@ -326,7 +374,7 @@ class Checks:
             cached, per_epoch = numbers.get(m, {}), numbers.get(f"{m}+stage2.cache_features=false", {})
             if cached and cached.get("stage2_path") != "cached_features":
                 problems.append(f"{m}: stage 2 ran on {cached.get('stage2_path')}, not cached features")
-            if per_epoch and per_epoch.get("stage2_path") != "frozen_backbone_per_epoch":
+            if per_epoch and not str(per_epoch.get("stage2_path")).startswith("frozen_backbone_per_epoch"):
                 problems.append(f"{m} uncached: stage 2 ran on {per_epoch.get('stage2_path')}")
             if cached and per_epoch:
                 numbers[f"{m}_cached_minus_uncached_top1"] = cached["test_top1"] - per_epoch["test_top1"]
@@ -338,9 +386,9 @@ class Checks:
 
     def precision(self) -> Outcome:
         """ce and wb trained in bf16 autocast (the default) and in fp32 (train.precision=fp32, the WB code's)."""
-        from ltbench.engine import execute
-        from ltbench.specs import resolve
-        from ltbench.store import Store
+        from ltbench.engine.training import execute
+        from ltbench.results.store import Store
+        from ltbench.spec.run_spec import resolve
 
         problems, numbers = [], {}
         for method in ("ce", "wb"):
@@ -360,10 +408,10 @@ class Checks:
 
     def eval_determinism(self) -> Outcome:
         torch = self.torch
-        from ltbench.backbones import build_backbone
-        from ltbench.evaluation import extract_features, feature_key, predict
+        from ltbench.engine.evaluation import extract_features, feature_key, predict
+        from ltbench.models.backbones import build_backbone
         from ltbench.registry import benchmarks
-        from ltbench.specs import resolve
+        from ltbench.spec.run_spec import resolve
 
         data = resolve("ce", "cifar100_lt").data
         bench = benchmarks.get("cifar100_lt")()
@@ -398,9 +446,9 @@ class Checks:
     def compile(self) -> Outcome:
         if self.device == "cpu" and shutil.which("cc") is None and shutil.which("gcc") is None:
             return "SKIP", "torch.compile's CPU backend needs a C compiler", {}
-        from ltbench.engine import execute
-        from ltbench.specs import resolve
-        from ltbench.store import Store
+        from ltbench.engine.training import execute
+        from ltbench.results.store import Store
+        from ltbench.spec.run_spec import resolve
 
         spec = resolve("ce", "digits_lt", epochs=2 if self.quick else 4, sets=["train.select=last"])
         losses = {}
@@ -433,17 +481,18 @@ class Checks:
         return verdict(problems, f"{len(numbers)}/{len(STATE_METHODS)} resumed to the end: {detail}", numbers)
 
     def _kill_and_resume(self, method: str) -> dict[str, Any]:
-        from ltbench.specs import resolve
+        from ltbench.spec.run_spec import resolve
 
         results = self.tmp / "kill" / method
         if method == "wb":  # the state is stage 2's: a long stage 2 on cached features, killed mid-way
-            epochs, args = 300, ["--epochs", "2", "--set", "stage2.epochs=300"]
-            spec = resolve("wb", "digits_lt", epochs=2, sets=["stage2.epochs=300"])
+            epochs = 30 if self.quick else 60  # each epoch checkpoints: the watcher sees epoch 2 well before the end
+            args = ["--epochs", "2", "--set", f"stage2.epochs={epochs}"]
+            spec = resolve("wb", "digits_lt", epochs=2, sets=[f"stage2.epochs={epochs}"])
         else:
-            epochs = 15 if self.quick else 20
+            epochs = 4 if self.quick else 20
             args = ["--epochs", str(epochs)]
             spec = resolve(method, "digits_lt", epochs=epochs)
-        cmd = [sys.executable, "-m", "ltbench.cli", "run", "--method", method, "--dataset", "digits_lt",
+        cmd = [sys.executable, "-m", "ltbench.cli.app", "run", "--method", method, "--dataset", "digits_lt",
                "--device", self.device, "--results", str(results), *args]
         run_dir = results / "runs" / "digits_lt" / method / spec.run_id
         metrics = run_dir / "metrics.jsonl"
@@ -488,10 +537,10 @@ class Checks:
         torch = self.torch
         from jpeg_trees import write_tree
 
-        from ltbench.engine import execute
-        from ltbench.images import decode_on_device, decode_rgb, read_image_bytes
-        from ltbench.specs import resolve
-        from ltbench.store import Store
+        from ltbench.data.images import decode_on_device, decode_rgb, read_image_bytes
+        from ltbench.engine.training import execute
+        from ltbench.results.store import Store
+        from ltbench.spec.run_spec import resolve
 
         tree = write_tree(self.tmp / "jpeg", "imagenet_lt", JPEG_COUNTS, size=(96, 80))
         files = [tree.root / p for entries in tree.entries.values() for p, _ in entries]
@@ -535,9 +584,9 @@ class Checks:
     # -- 7. the local launcher
 
     def _launch_local(self, name: str, seeds: list[int], **lo_kw: Any) -> tuple[list[str], dict[str, Any]]:
-        from ltbench.launch import LaunchOptions, check_options, launch, log_tail, wait
-        from ltbench.specs import resolve
-        from ltbench.store import Store
+        from ltbench.launch.dispatch import LaunchOptions, check_options, launch, log_tail, wait
+        from ltbench.results.store import Store
+        from ltbench.spec.run_spec import resolve
 
         specs = [resolve("ce", "digits_lt", epochs=3, seed=s) for s in seeds]
         store = Store(self.tmp / name)
@@ -572,19 +621,23 @@ class Checks:
         return verdict(problems, f"{flag}: {len(gpus)} jobs on GPUs {gpus}, both runs done", numbers)
 
     def local_gpu_uuid(self) -> Outcome:
-        if self.device != "cuda":
-            return "SKIP", "needs a GPU's UUID", {}
-        ident = _gpu_identifier(self.torch)
-        if ident is None:
-            return "SKIP", "could not find this GPU's UUID (torch nor nvidia-smi)", {}
-        with environ(CUDA_VISIBLE_DEVICES=ident):
+        if self.device == "cuda":
+            ident = _gpu_identifier(self.torch)
+            if ident is None:
+                return "SKIP", "could not find this GPU's UUID (torch nor nvidia-smi)", {}
+            pretend: Any = contextlib.nullcontext()
+        else:  # the launcher sees one GPU named by a made-up UUID; the job's run itself is on the CPU
+            ident = FAKE_GPU_UUID
+            pretend = _pretend_one_gpu(self.torch)
+        with environ(CUDA_VISIBLE_DEVICES=ident), pretend:
             problems, numbers = self._launch_local("local_uuid", [2])
         numbers["identifier"] = ident
         got = [e.get("gpus") for e in numbers["jobs"]]
         if got != [[ident]]:
             problems.append(f"the job was given {got}")
-        return verdict(problems, f"CUDA_VISIBLE_DEVICES={ident}: the job ran on {numbers.get('seed2', {}).get('gpu')}",
-                       numbers)
+        ran = numbers.get("seed2", {})
+        where = ran.get("gpu") if self.device == "cuda" else f"{ran.get('device')} (one pretended GPU, a made-up UUID)"
+        return verdict(problems, f"CUDA_VISIBLE_DEVICES={ident}: the job was given {got}, ran on {where}", numbers)
 
     # -- 8. DDP
 
@@ -594,7 +647,7 @@ class Checks:
         if n < 2:
             return "SKIP", f"{n} GPU: DDP over NCCL needs at least 2 (tests/test_ddp.py checks 2 gloo ranks on the CPU)", {}
         base = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
-                "ltbench.cli", "run", "--method", "ce", "--dataset", "digits_lt", "--epochs", "3"]
+                "ltbench.cli.app", "run", "--method", "ce", "--dataset", "digits_lt", "--epochs", "3"]
         results = self.tmp / "ddp"
         out = subprocess.run(base + ["--device", self.device, "--results", str(results)], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
@@ -623,9 +676,9 @@ class Checks:
     # -- 9. the full WB recipe on CIFAR-100-LT, extrapolated
 
     def wb_recipe_time(self) -> Outcome:
-        from ltbench.engine import execute
-        from ltbench.specs import RunSpec, resolve
-        from ltbench.store import Store
+        from ltbench.engine.training import execute
+        from ltbench.results.store import Store
+        from ltbench.spec.run_spec import RunSpec, resolve
 
         measured = 1 if self.quick else 3
         full = resolve("wb", "cifar100_lt")
@@ -650,6 +703,18 @@ class Checks:
         return ("PASS", f"{spec.backbone}: stage 1 at {epoch_s:.2f} s/epoch ({timed} timed) x {recipe_epochs} "
                 f"epochs + stage 2 ({numbers['stage2_epochs']} epochs, run in full) {stage2_s:.1f} s = about "
                 f"{estimate / 60:.1f} min for the whole recipe (extrapolated, not run)", numbers)
+
+
+@contextlib.contextmanager
+def _pretend_one_gpu(torch: Any) -> Iterator[None]:
+    """torch.cuda.device_count() is 1 in this process for the block: the local launcher then deals its
+    jobs GPUs named as CUDA_VISIBLE_DEVICES names them (on the CPU, local_gpu_uuid's UUID path)."""
+    real = torch.cuda.device_count
+    torch.cuda.device_count = lambda: 1
+    try:
+        yield
+    finally:
+        torch.cuda.device_count = real
 
 
 def _complete_lines(path: Path) -> int:
@@ -697,19 +762,20 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: nothing to check (exit status 2; --device cpu runs the checks on the CPU)")
         return 2
     os.chdir(ROOT)  # the jobs and subprocesses import this checkout's ltbench
-    for p in (ROOT / "tests", ROOT):
+    for p in (ROOT / "tests", ROOT / "benchmarks", ROOT):
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
     import warnings
 
     warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
-    out = args.out or RESULTS / ("gpu_acceptance.json" if args.device == "cuda" else "gpu_acceptance_cpu.json")
+    out = args.out or (None if args.quick else
+                       RESULTS / ("gpu_acceptance.json" if args.device == "cuda" else "gpu_acceptance_cpu.json"))
     info = machine(torch, args.device)
     print(f"ltbench GPU acceptance on {info.get('gpus') or args.device} (torch {torch.__version__}"
           f"{', quick' if args.quick else ''})", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="ltbench-acceptance-"))
     (tmp / "logs").mkdir()
-    harness = Harness(args.budget_s, tmp / "logs")
+    harness = Harness(None if args.quick else args.budget_s, tmp / "logs")
     try:
         checks = Checks(args.device, args.quick, tmp)
         for name in CHECKS:
@@ -721,13 +787,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     counts = {s: sum(c.status == s for c in harness.checks) for s in ("PASS", "FAIL", "SKIP")}
+    skipped = [c.name for c in harness.checks if c.status == "SKIP"]
     record = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
               "machine": info, "wall_s": round(time.time() - harness.t0, 1), "counts": counts,
               "checks": [dataclasses.asdict(c) for c in harness.checks]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped in {record['wall_s']:.0f} s; "
-          f"wrote {out}")
+    wrote = ""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        wrote = f"; wrote {out}"
+    print(f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped in {record['wall_s']:.0f} s{wrote}")
+    if args.quick and skipped:  # the CPU shake-out exercises every check, or says which it could not
+        print(f"--quick: not exercised: {', '.join(skipped)} (a quick run must run every check)")
+        return 1
     return 1 if harness.failed else 0
 
 

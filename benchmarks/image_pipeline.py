@@ -1,6 +1,6 @@
 """Throughput of the image pipeline of the split-file benchmarks on the CPU, without a model.
 
-ltbench's pipeline (``ltbench.images``: torchvision.io decoding and transforms.v2 on uint8 tensors in
+ltbench's pipeline (``ltbench.data.images``: torchvision.io decoding and transforms.v2 on uint8 tensors in
 DataLoader workers, whole batches normalised in the main process) against the usual ImageFolder-style
 loader (PIL open + torchvision.transforms RandomResizedCrop / RandomHorizontalFlip [/ ColorJitter] /
 ToTensor / Normalize), both through a DataLoader with the same workers and batch size, on the same
@@ -9,9 +9,10 @@ normalised float32 (batch, 3, 224, 224) batches. Each number is the best of --re
 images, the two loaders taking turns (a pass includes starting the workers, as every epoch does; on
 a shared machine other jobs only ever slow a pass down, so the best pass is the stable statistic).
 
-    python benchmarks/image_pipeline.py [--images 2000] [--batch 64] [--workers N] [--repeats 5]
+    python benchmarks/image_pipeline.py [--images 2000] [--batch 64] [--workers N] [--repeats 5] [--quick]
 
-Prints a table and writes benchmarks/results/image_pipeline.json.
+Prints a table and writes benchmarks/results/image_pipeline.json. --quick: 256 images, 2 workers, 2 repeats
+(seconds; CI runs it), written only where --output says.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ import torchvision
 import torchvision.transforms as T
 from PIL import Image
 
-from ltbench.data import per_epoch_generator
-from ltbench.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, ImageFileSplits, ImageTransform
-from ltbench.splitfile import SplitList
+from ltbench.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, ImageFileSplits, ImageTransform
+from ltbench.data.splitfile import SplitList
+from ltbench.data.splits import per_epoch_generator
 
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 RESULTS = Path(__file__).parent / "results" / "image_pipeline.json"
@@ -88,12 +89,21 @@ def images_per_s(batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="256 images, 2 workers, 2 repeats (CI runs it)")
+    parser.add_argument("--images", type=int, default=None, help="(default 2000; --quick: 256)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--workers", type=int, default=None, help="(default min(8, CPUs); --quick: min(2, CPUs))")
+    parser.add_argument("--repeats", type=int, default=None, help="(default 5; --quick: 2)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"the JSON record (default {RESULTS}; --quick: none unless given)")
     args = parser.parse_args()
+    defaults = {"images": 256, "workers": min(2, os.cpu_count() or 1), "repeats": 2} if args.quick else \
+        {"images": 2000, "workers": min(8, os.cpu_count() or 1), "repeats": 5}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.output is None and not args.quick:
+        args.output = RESULTS
     os.environ["LTBENCH_WORKERS"] = str(args.workers)
     os.environ["LTBENCH_DECODE"] = "workers"
     cpu = torch.device("cpu")
@@ -158,13 +168,14 @@ def main() -> None:
                     "load_average_after": [round(v, 2) for v in os.getloadavg()]},
         "config": {"images": args.images, "mean_file_kib": round(statistics.mean(sizes) / 1024, 1),
                    "size": "330..470 x 290..410 px, JPEG quality 90", "batch_size": args.batch,
-                   "workers": args.workers, "repeats": args.repeats, "statistic": "best images/s of the repeats (loaders take turns)",
+                   "workers": args.workers, "repeats": args.repeats, "quick": args.quick, "statistic": "best images/s of the repeats (loaders take turns)",
                    "device": "cpu", "ltbench_decode": "workers"},
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ data, K weight decays) through ltbench's local launcher twice, in fresh results 
 
 It prints the wall time of each, the training images/s summed over the runs, and the ratio, and
 writes JSON. The CIFAR-100 files are generated in the real python format (tests/cifar_files.py).
-Usage: python benchmarks/shared_device.py [--runs 2] [--epochs 1] [--device auto]
+--quick: the same two launches of 2-epoch runs on digits-LT (small_cnn, 8x8 images; its jobs are other
+processes, which do not see benchmarks/_quick.py's tiny CIFAR backbone), in about a minute (CI runs it);
+the record is written only where --out says.
+
+Usage: python benchmarks/shared_device.py [--runs 2] [--epochs 1] [--device auto] [--quick]
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from cifar_files import write_cifar  # noqa: E402
 
-from ltbench.engine import RunOptions  # noqa: E402
-from ltbench.environment import resolve_device  # noqa: E402
-from ltbench.launch import LaunchOptions, launch, wait  # noqa: E402
-from ltbench.specs import resolve  # noqa: E402
-from ltbench.store import Store  # noqa: E402
+from ltbench.engine.environment import resolve_device  # noqa: E402
+from ltbench.engine.training import RunOptions  # noqa: E402
+from ltbench.launch.dispatch import LaunchOptions, launch, wait  # noqa: E402
+from ltbench.results.store import Store  # noqa: E402
+from ltbench.spec.run_spec import resolve  # noqa: E402
 
 
 def sweep(specs: list, results: Path, opts: RunOptions, lo: LaunchOptions) -> dict:
@@ -60,22 +64,31 @@ def sweep(specs: list, results: Path, opts: RunOptions, lo: LaunchOptions) -> di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=2, help="runs (weight decays) in the sweep")
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=None, help="(default 1; --quick: 2)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "shared_device.json")
+    ap.add_argument("--quick", action="store_true", help="digits-LT instead of CIFAR-100-LT-shaped data (CI runs it)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the JSON record (default benchmarks/results/shared_device.json; --quick: none unless given)")
     args = ap.parse_args()
+    if args.epochs is None:
+        args.epochs = 2 if args.quick else 1
+    if args.out is None and not args.quick:
+        args.out = ROOT / "benchmarks" / "results" / "shared_device.json"
     device = resolve_device(args.device)
     wds = [5e-3 * 2 ** -i for i in range(args.runs)]
-    specs = [resolve("ce", "cifar100_lt", epochs=args.epochs,
+    benchmark = "digits_lt" if args.quick else "cifar100_lt"
+    specs = [resolve("ce", benchmark, epochs=args.epochs,
                      sets=[f"train.weight_decay={wd:g}", "train.select=last"]) for wd in wds]
     out: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                  "machine": {"platform": platform.platform(), "cpus": len(os.sched_getaffinity(0)),
                              "torch": torch.__version__, "device": str(device),
                              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-                 "runs": args.runs, "epochs": args.epochs, "weight_decays": wds}
+                 "runs": args.runs, "epochs": args.epochs, "weight_decays": wds, "benchmark": benchmark,
+                 "backbone": specs[0].backbone}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        write_cifar(tmp / "data", "cifar100")
+        if benchmark.startswith("cifar"):
+            write_cifar(tmp / "data", "cifar100")
         opts = RunOptions(data_root=tmp / "data", device=args.device, download=False, live_progress=False)
         gpu = device.type == "cuda"
         out["one_at_a_time"] = sweep(specs, tmp / "seq", opts, LaunchOptions(launcher="local", max_jobs=1))
@@ -91,11 +104,13 @@ def main() -> None:
             ["together: training images/s, all runs", f"{out['together']['images_per_s_total']:.0f}"],
             ["ratio together / one at a time (images/s)", f"{out['ratio']:.2f}x"],
             ["ratio of wall times", f"{out['wall_ratio']:.2f}x"]]
-    print(f"{args.runs} ResNet-32 runs on CIFAR-100-LT-shaped data, {args.epochs} epoch(s), {device}")
+    data = "digits-LT" if args.quick else "CIFAR-100-LT-shaped data"
+    print(f"{args.runs} {specs[0].backbone} runs on {data}, {args.epochs} epoch(s), {device}")
     print(tabulate(rows, headers=["measure", "value"], tablefmt="github"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

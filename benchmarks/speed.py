@@ -10,8 +10,14 @@
     keeps them in the stage-1 run, and the later runs read them;
 (c) `ltbench run` on digits-LT end to end (all built-in methods), wall time.
 
+Both stage-1 loops run without a learning-rate warm-up (the reference loop has none; a recipe's warm-up
+as long as these short runs is refused anyway). --quick: the same measurements, small: a tiny backbone
+(benchmarks/_quick.py) for both loops instead of ResNet-32, 2 stage-2 runs of 3 epochs, the quickstart
+with --epochs 1 (a minute or two on a 2-core CPU; its numbers show that the code paths work, not
+README's ratios); the record is written only where --out says.
+
 CIFAR-shaped data is generated in the real CIFAR-100 python format (tests/cifar_files.py): the
-machine has no network. Usage: python benchmarks/speed.py [--epochs 2] [--stage2-sweep 4] [--out benchmarks/results/speed.json]
+machine has no network. Usage: python benchmarks/speed.py [--epochs 2] [--stage2-sweep 4] [--quick] [--out benchmarks/results/speed.json]
 """
 
 from __future__ import annotations
@@ -36,16 +42,18 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _quick import QUICK_BACKBONE, register_quick_backbones  # noqa: E402
 from cifar_files import write_cifar  # noqa: E402
 
-from ltbench.backbones import resnet32  # noqa: E402
-from ltbench.benchmark import lt_counts  # noqa: E402
-from ltbench.engine import RunOptions, execute  # noqa: E402
-from ltbench.specs import RunSpec, resolve  # noqa: E402
-from ltbench.store import Store  # noqa: E402
+from ltbench.data.benchmark import lt_counts  # noqa: E402
+from ltbench.engine.training import RunOptions, execute  # noqa: E402
+from ltbench.models.backbones import build_backbone  # noqa: E402
+from ltbench.results.store import Store  # noqa: E402
+from ltbench.spec.run_spec import RunSpec, resolve  # noqa: E402
 
 
-def reference_stage1(data_root: Path, epochs: int, batch: int, workers: int, device: torch.device) -> list[dict]:
+def reference_stage1(data_root: Path, epochs: int, batch: int, workers: int, device: torch.device,
+                     backbone: str = "resnet32") -> list[dict]:
     """The common loop: torchvision dataset + PIL transforms + DataLoader (pinned memory on a GPU),
     model in default layout and float32."""
     import torchvision
@@ -68,7 +76,7 @@ def reference_stage1(data_root: Path, epochs: int, batch: int, workers: int, dev
                                          num_workers=workers, persistent_workers=workers > 0,
                                          pin_memory=device.type == "cuda")
     torch.manual_seed(0)
-    model = resnet32(100).to(device)
+    model = build_backbone(backbone, 100, 3).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     rows = []
     for epoch in range(epochs):
@@ -100,9 +108,13 @@ def steady(rows: list[dict]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="small: a tiny backbone, 2 stage-2 runs of 3 epochs, the quickstart with --epochs 1 (CI)")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--stage2-epochs", type=int, default=10)
-    ap.add_argument("--stage2-sweep", type=int, default=4, help="stage-2 runs (weight decays) on one backbone")
+    ap.add_argument("--backbone", default=None, help="both loops' backbone (default resnet32; --quick: quick_cnn)")
+    ap.add_argument("--stage2-epochs", type=int, default=None, help="(default 10; --quick: 3)")
+    ap.add_argument("--stage2-sweep", type=int, default=None,
+                    help="stage-2 runs (weight decays) on one backbone (default 4; --quick: 2)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     ap.add_argument("--skip-digits", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu | cuda: where both loops of (a) and (b) run")
@@ -110,12 +122,20 @@ def main() -> None:
     ap.add_argument("--full-recipe", action="store_true",
                     help="(d) also time the full CIFAR-100-LT WB recipe (200 + 10 epochs; hours on a CPU)")
     ap.add_argument("--full-recipe-epochs", type=int, default=None, help="(d) stage-1 epochs (default: the recipe's)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the JSON record (default benchmarks/results/speed.json; --quick: none unless given)")
     args = ap.parse_args()
+    quick = {"backbone": QUICK_BACKBONE, "stage2_epochs": 3, "stage2_sweep": 2}
+    full = {"backbone": "resnet32", "stage2_epochs": 10, "stage2_sweep": 4}
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.quick:
+        register_quick_backbones()  # in this process: (a) and (b) run in it, (c) on digits-LT's own backbone
     out: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
                  "machine": {"platform": platform.platform(), "processor": platform.processor(),
                              "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                             "device": args.device, "compile": args.compile,
+                             "device": args.device, "compile": args.compile, "quick": args.quick, "backbone": args.backbone,
                              "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -124,11 +144,13 @@ def main() -> None:
                           compile=args.compile)
 
         # (a) stage 1, same model / batch 128 / SGD 0.1 momentum 0.9 WD 2e-4 (Cao et al.'s recipe)
-        spec = resolve("ce", "cifar100_lt", recipe="cao", epochs=args.epochs, sets=["train.select=last"])
+        # (no warm-up: the reference loop has none, and Cao's 5 warm-up epochs outlast these runs)
+        spec = resolve("ce", "cifar100_lt", recipe="cao", epochs=args.epochs, backbone=args.backbone,
+                       sets=["train.select=last", "train.warmup_epochs=0"])
         store = Store(tmp / "results")
         execute(spec, store, opts)
         ours = store.run_dir(spec).metrics()
-        ref = reference_stage1(tmp / "data", args.epochs, 128, args.workers, torch.device(args.device))
+        ref = reference_stage1(tmp / "data", args.epochs, 128, args.workers, torch.device(args.device), args.backbone)
         out["stage1"] = {"ltbench": ours, "reference": ref, "ratio": steady(ours) / steady(ref),
                          "reference_workers": args.workers}
 
@@ -174,11 +196,14 @@ def main() -> None:
     if not args.skip_digits:  # (c) the quickstart, end to end, in a fresh results folder
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
-            subprocess.run([sys.executable, "-m", "ltbench.cli", "run", "--results", tmp, "--device", "cpu"],
-                           check=True, capture_output=True)
+            quickstart = [sys.executable, "-m", "ltbench.cli.app", "run", "--results", tmp, "--device", "cpu"]
+            done = subprocess.run(quickstart + (["--epochs", "1"] if args.quick else []), capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"`ltbench run` (the quickstart) failed, status {done.returncode}:\n{done.stderr[-2000:]}")
             out["digits_run_s"] = time.time() - t0
 
-    rows = [["(a) stage 1 images/s, ltbench engine", f"{steady(out['stage1']['ltbench']):.0f}"],
+    what = f"{args.backbone}, {args.epochs} epochs" + (", quick" if args.quick else "")
+    rows = [[f"(a) stage 1 images/s, ltbench engine ({what})", f"{steady(out['stage1']['ltbench']):.0f}"],
             [f"(a) stage 1 images/s, reference (PIL + DataLoader, {args.workers} workers)",
              f"{steady(out['stage1']['reference']):.0f}"],
             ["(a) ratio ltbench / reference", f"{out['stage1']['ratio']:.2f}x"],
@@ -198,11 +223,14 @@ def main() -> None:
                  ["(d) reference loop's stage 1 alone, estimated (its epoch time x epochs), s",
                   f"{f['reference_stage1_estimate_s']:.0f}"]]
     if "digits_run_s" in out:
-        rows.append(["(c) `ltbench run` on digits-LT, all built-in methods, seconds", f"{out['digits_run_s']:.1f}"])
+        rows.append([f"(c) `ltbench run` on digits-LT, all built-in methods{' (--epochs 1)' if args.quick else ''}, seconds", f"{out['digits_run_s']:.1f}"])
     print(tabulate(rows, headers=["measure", "value"], tablefmt="github"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    if args.out is None and not args.quick:
+        args.out = ROOT / "benchmarks" / "results" / "speed.json"
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

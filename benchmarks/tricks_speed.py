@@ -2,12 +2,14 @@
 was before the tricks existed (a copy of it below, `reference_epoch`), and with each trick on, measured in one
 run on this machine: the tricks must cost nothing where they are off.
 
-Data: CIFAR-shaped uint8 images in memory (ltbench.data.Splits: batched crop/flip on the device), 100 classes,
+Data: CIFAR-shaped uint8 images in memory (ltbench.data.splits.Splits: batched crop/flip on the device), 100 classes,
 long-tailed counts; the backbone (small_cnn by default, --backbone resnet32 for the CIFAR one), batch 128,
 SGD; every configuration runs `--repeats` epochs, interleaved, and its best epoch counts. A second copy of
 the reference loop shows how far two measurements of the same code differ here.
 
-Usage: python benchmarks/tricks_speed.py [--images 4096] [--backbone small_cnn] [--repeats 3] [--device cpu]
+--quick: 1024 images, 2 repeats, benchmarks/_quick.py's tiny backbone (seconds; CI runs it).
+
+Usage: python benchmarks/tricks_speed.py [--images 4096] [--backbone small_cnn] [--repeats 3] [--device cpu] [--quick]
 """
 
 from __future__ import annotations
@@ -21,28 +23,30 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
-from ltbench import distributed
-from ltbench.backbones import build_backbone
-from ltbench.data import Augment, ImageSet, Splits, per_epoch_generator
-from ltbench.distributed import SINGLE
-from ltbench.engine import EpochLoop, _optimizer, _stage_steps
-from ltbench.evaluation import autocast, to_memory_format
+from ltbench.data.splits import Augment, ImageSet, Splits, per_epoch_generator
+from ltbench.engine import distributed
+from ltbench.engine.distributed import SINGLE
+from ltbench.engine.evaluation import autocast, to_memory_format
+from ltbench.engine.schedule import lr_factor
+from ltbench.engine.stage_options import StageOptions
+from ltbench.engine.training import EpochLoop, _optimizer, _stage_steps
 from ltbench.method import Method, StageContext
+from ltbench.models.backbones import build_backbone
 from ltbench.progress import EpochProgress
-from ltbench.recipes import ENGINE_DEFAULTS, MAXNORM_DEFAULTS
-from ltbench.schedule import lr_factor
-from ltbench.specs import setting
-from ltbench.tricks import stage_record
+from ltbench.spec.run_spec import resolve
 
-OPTIONS: dict[str, dict[str, Any]] = {
-    "mix=mixup": {"mix": "mixup"},
-    "mix=cutmix": {"mix": "cutmix"},
-    "label_smoothing=0.1": {"label_smoothing": 0.1},
-    "reweight=cb (active)": {"reweight": "cb"},
-    "sampler=class_balanced, resample_from=0.5 (instance epoch)": {"sampler": "class_balanced", "resample_from": 0.5},
-    "maxnorm=true (every step)": {"maxnorm": True, **MAXNORM_DEFAULTS},
-    "autoaugment=autoaugment": {"autoaugment": "autoaugment"},
-    "autoaugment=randaugment": {"autoaugment": "randaugment"},
+# each configuration's --set values (on top of BASE); the engine's settings come from resolve, as a run's do
+BASE = ["train.batch_size=128", "train.lr=0.05", "train.precision=fp32", "train.warmup_epochs=0"]
+OPTIONS: dict[str, list[str]] = {
+    "mix=mixup": ["train.mix=mixup"],
+    "mix=cutmix": ["train.mix=cutmix"],
+    "label_smoothing=0.1": ["train.label_smoothing=0.1"],
+    "reweight=cb (active)": ["train.reweight=cb"],
+    "sampler=class_balanced, resample_from=0.5 (instance epoch)": ["train.sampler=class_balanced",
+                                                                   "train.resample_from=0.5"],
+    "maxnorm=true (every step)": ["train.maxnorm=true"],
+    "autoaugment=autoaugment": ["train.autoaugment=autoaugment"],
+    "autoaugment=randaugment": ["train.autoaugment=randaugment"],
 }
 
 
@@ -56,17 +60,16 @@ def splits_for(n: int, classes: int = 100) -> Splits:
     return Splits(s, s, s, classes, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), Augment(4, True))
 
 
-def make_loop(splits: Splits, backbone: str, device: torch.device, options: dict[str, Any]) -> EpochLoop:
-    hp = {**ENGINE_DEFAULTS, "epochs": 2, "batch_size": 128, "lr": 0.05, "precision": "fp32", **options}
+def make_loop(splits: Splits, backbone: str, device: torch.device, options: list[str]) -> EpochLoop:
+    hp = resolve("ce", "cifar100_lt", backbone=backbone, epochs=2, sets=BASE + options).stages["train"]
     torch.manual_seed(0)
     model = build_backbone(backbone, splits.num_classes, 3).to(device, memory_format=torch.channels_last)
     ctx = StageContext(stage="train", hp=hp, splits=splits, device=device, num_classes=splits.num_classes,
                        class_counts=splits.class_counts)
-    record = stage_record(model, ctx)
-    if record:
-        ctx.record["train_tricks"] = record
-    opt, peak = _optimizer(model, Method(), ctx)
-    return EpochLoop(model, model, Method(), ctx, opt, peak, 0, _stage_steps(splits, hp), SINGLE, None)
+    method = Method()
+    ctx.options = StageOptions.start(method, ctx, model)  # as the engine starts a stage
+    opt, peak = _optimizer(model, method, ctx)
+    return EpochLoop(model, model, method, ctx, opt, peak, 0, _stage_steps(splits, hp), SINGLE, None)
 
 
 def reference_epoch(loop: EpochLoop, epoch: int) -> float:
@@ -74,7 +77,7 @@ def reference_epoch(loop: EpochLoop, epoch: int) -> float:
     bar = EpochProgress("speed", 2, loop.steps, enabled=False)
     hp, device, opt, t0 = loop.ctx.hp, loop.ctx.device, loop.opt, time.time()
     loop.net.train()
-    amp = autocast(device) if setting(hp, "precision") == "bf16" else contextlib.nullcontext()
+    amp = autocast(device) if hp["precision"] == "bf16" else contextlib.nullcontext()
     gen = per_epoch_generator(loop.seed, epoch)
     loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
     seen = 0
@@ -109,18 +112,29 @@ def engine_epoch(loop: EpochLoop, epoch: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=4096)
-    ap.add_argument("--backbone", default="small_cnn")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1024 images, 2 repeats, a tiny backbone (CI runs it)")
+    ap.add_argument("--images", type=int, default=None, help="(default 4096; --quick: 1024)")
+    ap.add_argument("--backbone", default=None, help="(default small_cnn; --quick: quick_cnn)")
+    ap.add_argument("--repeats", type=int, default=None, help="(default 3; --quick: 2)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--off-only", action="store_true", help="only the loop before the tricks and all options off")
     args = ap.parse_args()
+    if args.images is None:
+        args.images = 1024 if args.quick else 4096
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 3
+    if args.quick:
+        from _quick import QUICK_BACKBONE, register_quick_backbones
+
+        register_quick_backbones()
+        args.backbone = args.backbone or QUICK_BACKBONE
+    args.backbone = args.backbone or "small_cnn"
     device = torch.device(args.device)
     splits = splits_for(args.images)
     runs: dict[str, tuple[EpochLoop, Any, int]] = {
-        "before the tricks (reference loop)": (make_loop(splits, args.backbone, device, {}), reference_epoch, 0),
-        "all options off (engine)": (make_loop(splits, args.backbone, device, {}), engine_epoch, 0),
-        "before, a second copy (the measurement's noise)": (make_loop(splits, args.backbone, device, {}),
+        "before the tricks (reference loop)": (make_loop(splits, args.backbone, device, []), reference_epoch, 0),
+        "all options off (engine)": (make_loop(splits, args.backbone, device, []), engine_epoch, 0),
+        "before, a second copy (the measurement's noise)": (make_loop(splits, args.backbone, device, []),
                                                             reference_epoch, 0),
     }
     for name, options in ({} if args.off_only else OPTIONS).items():

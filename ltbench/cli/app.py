@@ -69,7 +69,6 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     pass
 
 
-@app.command("list")
 @user_errors
 def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones, configs, settings or all")) -> None:
     """Show the registered methods, benchmarks and backbones, where each comes from, and its defaults;
@@ -114,7 +113,6 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
         print()
 
 
-@app.command()
 @user_errors
 def run(
     method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
@@ -150,7 +148,6 @@ def run(
     print(render(table, "github"))
 
 
-@app.command()
 @user_errors
 def status(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
@@ -163,7 +160,6 @@ def status(
     show_status(results, sweep)
 
 
-@app.command()
 @user_errors
 def show(
     run_id: str = typer.Argument(..., help="a run id, or its first characters (`ltbench status` lists them)"),
@@ -180,7 +176,6 @@ def show(
         raise damage
 
 
-@app.command()
 @user_errors
 def table(
     benchmark: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated (default: the WB paper's five + any with records)"),
@@ -203,7 +198,6 @@ def table(
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
 
-@app.command()
 @user_errors
 def plot(
     kind: str = typer.Argument(..., help="norms | accuracy | wd"),
@@ -249,13 +243,15 @@ def plot(
     print(f"wrote {path}")
 
 
-from .data import data_app  # noqa: E402  (the `ltbench data check|prepare` commands)
+# Every command, registered in one place, in the order `ltbench --help` lists them.
+from .data import data_app  # noqa: E402  (`ltbench data check|prepare`)
 from .eval import eval_, export  # noqa: E402  (`ltbench eval`, `ltbench export`)
-from .sweep import sweep  # noqa: E402
+from .sweep import sweep  # noqa: E402  (`ltbench sweep`)
 
-app.command()(sweep)
-app.command("eval")(eval_)
-app.command()(export)
+COMMANDS = {"list": list_, "run": run, "status": status, "show": show, "table": table, "plot": plot,
+            "sweep": sweep, "eval": eval_, "export": export}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
 app.add_typer(data_app, name="data")
 
 __all__ = ["RESUME_HINT", "app", "main"]
