@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -39,9 +40,10 @@ from ltbench.engine.evaluation import to_memory_format
 from ltbench.errors import LtbenchError
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
 from .ldam_drw import NormedLinear
-from .logit_adjust import log_prior
+from .logit_adjust import TAU, log_prior
 
 # BCL's training recipe per benchmark family, applied under ``--recipe paper`` (the method's own
 # paper). imagenet_lt / inat2018: the authors' main.py and README (batch 256, cosine, no warm-up; lr
@@ -241,6 +243,26 @@ class BCL(Method):
     description = "balanced contrastive learning: logit-adjusted CE + balanced SupCon with class prototypes (Zhu et al. 2022)"
     overrides = frozenset({"epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs",
                            "lr_update"})
+    # defaults: the CIFAR values (_SMALL) and their RandAugment; the large benchmarks take _LARGE (hparams)
+    settings = (
+        Setting("ce_weight", 2.0, "weight of the logit-compensated CE (their alpha)", "loss", low=0),
+        Setting("scl_weight", 0.6, "weight of the balanced contrastive loss (their beta)", "loss", low=0),
+        Setting("temperature", 0.1, "temperature T of the contrastive loss", "loss", low=0, low_open=True),
+        replace(TAU, help="logit compensation: the CE sees s z + tau log(prior) (1: balanced softmax)"),
+        Setting("cosine", True, "a cosine classifier (logits scaled by logit_scale) instead of a linear one",
+                "classifier"),
+        Setting("logit_scale", 30.0, "s, the scale of the cosine logits", "classifier", low=0, low_open=True),
+        Setting("proj_hidden", 512, "hidden width of the projection heads (0: the backbone's feature size)",
+                "contrastive", low=0),
+        Setting("proj_dim", 128, "size of the contrastive embeddings and class prototypes", "contrastive", low=1),
+        Setting("crop_min_scale", 0.08, "the smallest area fraction of the contrastive views' random resized crop",
+                "contrastive", low=0, high=1, low_open=True),
+        Setting("randaug_n", 2, "their RandAugment of the classification view: ops per image (0: none)",
+                "augmentation", low=0),
+        Setting("randaug_m", 10.0, "their RandAugment: the magnitude, of timm's 10", "augmentation", low=0, high=10),
+        Setting("randaug_mstd", 0.5, "their RandAugment: the standard deviation of the magnitude's noise",
+                "augmentation", low=0),
+    )
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         own = dict(_LARGE if family in ("imagenet_lt", "inat2018", "places_lt") else _SMALL)
@@ -254,19 +276,9 @@ class BCL(Method):
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         problems = []
-        if hp["temperature"] <= 0 or hp["logit_scale"] <= 0:
-            problems.append(f"{stage}: temperature and logit_scale must be positive")
-        if hp["ce_weight"] < 0 or hp["scl_weight"] < 0:
-            problems.append(f"{stage}: ce_weight and scl_weight must not be negative")
-        if hp.get("randaug_n", 0) < 0 or not 0 <= hp.get("randaug_m", 0) <= 10 or hp.get("randaug_mstd", 0) < 0:
-            problems.append(f"{stage}: randaug_n >= 0, randaug_m in [0, 10] and randaug_mstd >= 0")
         if hp.get("randaug_n", 0) > 0 and hp.get("autoaugment", "none") != "none":
             problems.append(f"{stage}.autoaugment={hp['autoaugment']!r}: bcl applies its own RandAugment "
                             f"(randaug_n={hp['randaug_n']}); set {stage}.autoaugment=none or {stage}.randaug_n=0")
-        if not 0 < hp["crop_min_scale"] <= 1:
-            problems.append(f"{stage}.crop_min_scale={hp['crop_min_scale']}: an area fraction in (0, 1]")
-        if hp["proj_dim"] < 1 or hp["proj_hidden"] < 0:
-            problems.append(f"{stage}: proj_dim >= 1 and proj_hidden >= 0 (0: the backbone's feature size)")
         if hp.get("mix", "none") != "none" or hp.get("label_smoothing", 0) > 0 or hp.get("reweight", "none") != "none":
             problems.append(f"{stage}: bcl's contrastive term needs the whole batch with its true labels; set "
                             f"{stage}.mix=none, {stage}.label_smoothing=0 and {stage}.reweight=none")

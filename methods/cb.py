@@ -14,6 +14,14 @@ import torch.nn.functional as F
 from ltbench.engine.stage_options import class_balanced_weights
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
+
+# The settings of the class-balanced loss, declared once: cb, cb_focal, wb's stage 2 and the DRW of
+# ldam_drw and ride take them.
+BETA = Setting("beta", 0.9999, "Cui et al.'s beta of the class weights (1 - beta) / (1 - beta^n_j)", "loss",
+               low=0, high=1, high_open=True)
+CB_FORM = Setting("cb_form", "softmax", "softmax: weighted softmax CE (Cui et al., the WB paper) | softmax_bce: "
+                  "weighted BCE of the softmax (the WB code)", "loss", choices=("softmax", "softmax_bce"))
 
 
 def cb_weights(counts: list[int], beta: float) -> torch.Tensor:
@@ -39,23 +47,15 @@ def cb_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, 
     raise ValueError(f"unknown CB loss form {form!r}")
 
 
-def check_beta(where: str, beta: Any) -> list[str]:
-    return [] if 0 <= beta < 1 else [f"{where}.beta={beta}: must lie in [0, 1)"]
-
-
 @methods.register()
 class CB(Method):
     name = "cb"
     presentation = Presentation(order=10)
     description = "CE with class-balanced loss weights (Cui et al. 2019), one stage"
+    settings = (BETA, CB_FORM)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"beta": 0.9999, "cb_form": "softmax"}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        bad = [] if hp["cb_form"] in ("softmax", "softmax_bce") else [
-            f"{stage}.cb_form={hp['cb_form']!r}: must be softmax or softmax_bce"]
-        return check_beta(stage, hp["beta"]) + bad
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         ctx.state["cb_weights"] = cb_weights(ctx.class_counts, ctx.hp["beta"]).to(ctx.device)

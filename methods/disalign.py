@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
 
 class CalibratedLinear(nn.Module):
@@ -73,6 +74,7 @@ class DisAlign(ClassifierRetraining):
     presentation = Presentation(order=44, in_default_run=False)
     overrides = ClassifierRetraining.overrides | {"weight_decay"}  # set on purpose
     description = "adaptive logit calibration on the frozen classifier, GRW loss (Zhang et al. 2021)"
+    settings = (Setting("rho", 1.2, "GRW's exponent: class weights (N / n_c)^rho (0: plain CE)", "loss", low=0),)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         augmented = recipe in ("kang", "official")  # the authors' input: augmented images, BatchNorm in train mode
@@ -80,9 +82,6 @@ class DisAlign(ClassifierRetraining):
         return {"epochs": 10, "lr": 0.1, "batch_size": batch, "weight_decay": 5e-4, "schedule": "cosine",
                 "warmup_epochs": 0, "augment": augmented, "frozen_bn": "train" if augmented else "eval",
                 "rho": 1.2}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        return [] if hp["rho"] >= 0 else [f"{stage}.rho={hp['rho']}: must not be negative"]
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         super().prepare(model, ctx)

@@ -23,8 +23,12 @@ import torch.nn.functional as F
 
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
-from .cb import cb_weights, check_beta
+from .cb import BETA, cb_weights
+
+FOCAL_GAMMA = Setting("focal_gamma", 1.0, "the focusing exponent: (1 - p)^gamma down-weights well-classified "
+                      "images (0: no focusing)", "loss", low=0)
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -47,21 +51,15 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: tor
     return (loss * weights[targets][:, None]).sum() / len(targets)
 
 
-def check_gamma(where: str, gamma: Any) -> list[str]:
-    return [] if gamma >= 0 else [f"{where}.focal_gamma={gamma}: must not be negative"]
-
-
 @methods.register()
 class Focal(Method):
     name = "focal"
     presentation = Presentation(order=11, in_default_run=False)
     description = "softmax focal loss -(1-p_y)^gamma log p_y, gamma 1 (Lin et al. 2017; Cao et al.'s baseline)"
+    settings = (FOCAL_GAMMA,)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"focal_gamma": 1.0}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        return check_gamma(stage, hp["focal_gamma"])
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, ctx: StageContext) -> torch.Tensor:
         return focal_loss(logits, targets, ctx.hp["focal_gamma"])
@@ -72,12 +70,10 @@ class CBFocal(Method):
     name = "cb_focal"
     presentation = Presentation(order=12, in_default_run=False)
     description = "class-balanced sigmoid focal loss, beta 0.9999, gamma 1 (Cui et al. 2019)"
+    settings = (BETA, FOCAL_GAMMA)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"beta": 0.9999, "focal_gamma": 1.0}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        return check_beta(stage, hp["beta"]) + check_gamma(stage, hp["focal_gamma"])
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         ctx.state["cb_weights"] = cb_weights(ctx.class_counts, ctx.hp["beta"]).to(ctx.device)

@@ -12,8 +12,15 @@ import torch.nn.functional as F
 
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
-from .cb import cb_weights, check_beta
+from .cb import BETA, cb_weights
+
+# LDAM's margin and deferred re-weighting, declared once (ride takes them too, and beta for its DRW weights).
+MAX_M = Setting("max_m", 0.5, "LDAM's largest margin (the rarest class's); class j's is proportional to "
+                "n_j^(-1/4)", "loss", low=0)
+DRW_START = Setting("drw_start", 0.8, "fraction of the epochs before deferred re-weighting (DRW) starts",
+                    "re-weighting", low=0, high=1)
 
 
 class NormedLinear(nn.Module):
@@ -37,17 +44,11 @@ class LDAMDRW(Method):
     name = "ldam_drw"
     presentation = Presentation(order=20)
     description = "LDAM loss with deferred re-weighting (Cao et al. 2019)"
+    settings = (MAX_M, Setting("s", 30.0, "scale of the cosine logits", "loss", low=0, low_open=True), DRW_START,
+                BETA)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"max_m": 0.5, "s": 30.0, "drw_start": 0.8, "beta": 0.9999}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        problems = check_beta(stage, hp["beta"])
-        if not 0 <= hp["drw_start"] <= 1:
-            problems.append(f"{stage}.drw_start={hp['drw_start']}: a fraction of the epochs in [0, 1]")
-        if hp["max_m"] < 0 or hp["s"] <= 0:
-            problems.append(f"{stage}: need max_m >= 0 and s > 0")
-        return problems
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         if not isinstance(model.classifier, NormedLinear):

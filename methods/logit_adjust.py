@@ -14,6 +14,11 @@ import torch.nn.functional as F
 
 from ltbench.method import ClassifierRetraining, Method, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
+
+# Menon et al.'s tau scales the log prior; 0 is plain CE (train time) or the model as it is (post hoc), and a
+# negative tau would adjust towards the head classes.
+TAU = Setting("tau", 1.0, "the loss sees z + tau log(prior) (balanced softmax: 1; 0: plain CE)", "loss", low=0)
 
 
 def log_prior(counts: list[int]) -> torch.Tensor:
@@ -27,6 +32,7 @@ class LogitAdjusted(Method):
     name = "logit_adj"
     presentation = Presentation(order=30)
     description = "logit-adjusted loss, CE on z + tau log(prior) (Menon et al. 2021)"
+    settings = (TAU,)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"tau": 1.0}
@@ -51,6 +57,8 @@ class LogitAdjustedPosthoc(ClassifierRetraining):
     presentation = Presentation(order=52)
     description = "post-hoc logit adjustment of the stage-1 model: z - tau log(prior)"
     stages = ("posthoc",)
+    settings = (Setting("tau", 1.0, "predict argmax z - tau log(prior) (0: the stage-1 model as it is)", "post-hoc",
+                        low=0),)
 
     def trains(self, stage: str) -> bool:
         return False

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
 from .lws import ScaledLinear
 
@@ -90,6 +91,16 @@ class MiSLAS(ClassifierRetraining):
     presentation = Presentation(order=43, stage1_row=("mislas stage 1 (ce + mixup)", 42.5), in_default_run=False)
     overrides = ClassifierRetraining.overrides | {"sampler", "weight_decay"}  # set on purpose
     description = "mixup stage 1; classifier + scale with label-aware smoothing, BN shift (Zhong et al. 2021)"
+    settings = (
+        Setting("smooth_shape", "concave", "how the label-aware smoothing goes from the rarest class to the most "
+                "frequent", "loss", choices=SHAPES),
+        Setting("smooth_head", 0.4, "label smoothing eps_1 of the most frequent class", "loss", low=0, high=1,
+                high_open=True),
+        Setting("smooth_tail", 0.1, "label smoothing eps_K of the rarest class", "loss", low=0, high=1,
+                high_open=True),
+        Setting("lr_factor", 0.2, "the classifier's lr is lr_factor x lr (the logit scale's is lr)", "optimisation",
+                low=0, low_open=True),
+    )
 
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
         return {"mix": "mixup", "mix_alpha": MIXUP_ALPHA.get(family, 1.0)}
@@ -104,17 +115,6 @@ class MiSLAS(ClassifierRetraining):
         empty otherwise (the family's defaults are theirs); resolve applies it over hparams(), before --set."""
         imbalance = data.get("imbalance")
         return dict(CIFAR_CONFIGS.get((benchmark, float(imbalance)), {})) if imbalance is not None else {}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        problems = []
-        for key in ("smooth_head", "smooth_tail"):
-            if not 0 <= hp[key] < 1:
-                problems.append(f"{stage}.{key}={hp[key]}: must lie in [0, 1)")
-        if hp["smooth_shape"] not in SHAPES:
-            problems.append(f"{stage}.smooth_shape={hp['smooth_shape']!r}: must be one of {', '.join(SHAPES)}")
-        if not hp["lr_factor"] > 0:
-            problems.append(f"{stage}.lr_factor={hp['lr_factor']}: must be positive")
-        return problems
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         super().prepare(model, ctx)

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.models.experts import MULTI_EXPERT_VARIANT
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
-from .cb import cb_weights, check_beta
-from .ldam_drw import ldam_margins
+from .cb import BETA, cb_weights
+from .ldam_drw import DRW_START, MAX_M, ldam_margins
 from .sade import check_multi_expert, multi_expert_problems
 
 # Their configs (config_imbalance_cifar100_ride.json, config_imagenet_lt_resnext50_ride.json,
@@ -84,6 +85,15 @@ class RIDE(Method):
     description = "three experts, LDAM-DRW + diversity loss, no router (Wang et al. 2021)"
     overrides = frozenset({"epochs", "batch_size", "lr", "weight_decay", "nesterov", "schedule", "milestones",
                            "gamma", "warmup_epochs"})
+    settings = (
+        MAX_M, DRW_START, BETA,
+        Setting("diversity_factor", -0.45, "lambda_div, the weight of the experts' KL to the ensemble (negative: "
+                "rewards experts that disagree; 0: CE of the mean logits)", "loss"),
+        Setting("diversity_temperature", 1.0, "T of the diversity KL (per class T v_c from DRW on)", "loss", low=0,
+                low_open=True),
+        Setting("reweight_factor", 0.05, "r of the per-class diversity temperatures v_c (0: the same for every "
+                "class)", "loss", low=0, high=1, high_open=True),
+    )
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         own: dict[str, Any] = {"max_m": 0.5, "drw_start": 0.8, "beta": 0.9999,
@@ -98,14 +108,6 @@ class RIDE(Method):
 
     def backbone_problems(self, backbone: str) -> list[str]:
         return multi_expert_problems(self.name, backbone)
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        problems = check_beta(stage, hp["beta"])
-        if not 0 <= hp["drw_start"] <= 1:
-            problems.append(f"{stage}.drw_start={hp['drw_start']}: a fraction of the epochs in [0, 1]")
-        if hp["max_m"] < 0 or hp["diversity_temperature"] <= 0 or not 0 <= hp["reweight_factor"] < 1:
-            problems.append(f"{stage}: need max_m >= 0, diversity_temperature > 0 and 0 <= reweight_factor < 1")
-        return problems
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         model = check_multi_expert(model, self.name)

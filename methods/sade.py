@@ -39,6 +39,7 @@ from ltbench.errors import LtbenchError
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.models.experts import MULTI_EXPERT_VARIANT, MultiExpertModel
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
 # Their training configs (configs/config_*_sade.json) under the default recipe, per benchmark family.
 # CustomLR: linear warm-up over 5 epochs, then x gamma at step1 and again at step2.
@@ -284,6 +285,21 @@ class SADE(Method):
     description = "three diverse experts + test-time self-supervised aggregation (Zhang et al. 2022)"
     overrides = frozenset({"epochs", "batch_size", "lr", "weight_decay", "nesterov", "schedule", "milestones",
                            "gamma", "warmup_epochs"})
+    settings = (
+        Setting("lam", 2.0, "lambda of the backward expert's inverse softmax: z_3 + log pi - lambda log pi_rev",
+                "loss", low=0),
+        Setting("aggregation", "self_supervised", "the experts' weights at test time: learned on the unlabelled "
+                "test images (self_supervised) | the plain mean", "test-time", choices=("self_supervised", "mean")),
+        Setting("tta_epochs", 5, "epochs of the test-time aggregation (0: the plain mean)", "test-time", low=0),
+        Setting("tta_lr", 0.1, "SGD lr of the test-time aggregation weights", "test-time", low=0, low_open=True),
+        Setting("tta_batch", 128, "test images per step of the test-time aggregation", "test-time", low=1),
+        Setting("tta_weight_decay", 5e-4, "SGD weight decay of the test-time aggregation weights", "test-time",
+                low=0),
+        Setting("tta_min_weight", 0.05, "test-time training stops once an expert's weight is below this",
+                "test-time", low=0, high=1),
+        Setting("tta_stop_decimals", 2, "the weights are rounded to this many decimals before that comparison "
+                "(their np.round)", "test-time", low=0),
+    )
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         own: dict[str, Any] = {"lam": LAMBDA.get(family, 2.0), "aggregation": "self_supervised", "tta_epochs": 5,
@@ -299,17 +315,6 @@ class SADE(Method):
 
     def backbone_problems(self, backbone: str) -> list[str]:
         return multi_expert_problems(self.name, backbone)
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        problems = []
-        if hp["aggregation"] not in ("self_supervised", "mean"):
-            problems.append(f"{stage}.aggregation={hp['aggregation']!r}: one of self_supervised, mean")
-        if hp["tta_epochs"] < 0 or hp["tta_batch"] < 1 or hp["tta_lr"] <= 0:
-            problems.append(f"{stage}: need tta_epochs >= 0, tta_batch >= 1 and tta_lr > 0")
-        decimals = hp.get("tta_stop_decimals")
-        if decimals is not None and (isinstance(decimals, bool) or not isinstance(decimals, int) or decimals < 0):
-            problems.append(f"{stage}.tta_stop_decimals={decimals!r}: a whole number >= 0 (their code rounds to 2)")
-        return problems
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         check_multi_expert(model, self.name, experts=3)

@@ -11,6 +11,7 @@ also Kang et al.'s (``--recipe kang``): their tau_norm.py tries tau in linspace(
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from ltbench.engine.evaluation import accuracy_report, extract_features
 from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
+from ltbench.spec.schema import Setting
 
 
 def tau_normalized(weight: torch.Tensor, tau: float) -> torch.Tensor:
@@ -30,6 +32,15 @@ class TauNorm(ClassifierRetraining):
     presentation = Presentation(order=51)
     description = "post-hoc w/||w||^tau, tau chosen on validation (Kang et al. 2020)"
     stages = ("posthoc",)
+    # select is the engine's (val | test | last); here it names the split that picks tau: val or test (check)
+    settings = (
+        Setting("tau_min", 0.0, "the smallest tau of the sweep (tau 0: w unchanged; 1: L2-normalised)", "post-hoc",
+                low=0),
+        Setting("tau_max", 2.0, "the largest tau of the sweep (at least tau_min)", "post-hoc", low=0),
+        Setting("tau_step", 0.1, "the step between the taus of the sweep", "post-hoc", low=0, low_open=True),
+        Setting("keep_bias", False, "keep the classifier's bias (the WB code's Normalizer) instead of dropping it "
+                "(Kang et al.)", "post-hoc", since=False),
+    )
 
     def trains(self, stage: str) -> bool:
         return False
@@ -44,10 +55,10 @@ class TauNorm(ClassifierRetraining):
 
     def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
         problems = []
-        if not (hp["tau_min"] <= hp["tau_max"] and hp["tau_step"] > 0):
-            problems.append(f"{stage}: need tau_min <= tau_max and tau_step > 0")
-        if hp["select"] not in ("val", "test"):
-            problems.append(f"{stage}.select={hp['select']!r}: must be val or test")
+        if hp["tau_min"] > hp["tau_max"]:
+            problems.append(f"{stage}.tau_min={hp['tau_min']:g}: must not exceed {stage}.tau_max={hp['tau_max']:g}")
+        if hp["select"] == "last":  # the engine's select refuses any other value itself
+            problems.append(f"{stage}.select='last': must be val or test (the split that picks tau)")
         return problems
 
     def taus(self, hp: dict[str, Any]) -> list[float]:
@@ -84,6 +95,7 @@ class L2Norm(TauNorm):
     description = "post-hoc w/||w|| (tau-norm with tau = 1)"
 
     fixed_tau = 1.0
+    settings = tuple(replace(s, default=1.0) if s.key in ("tau_min", "tau_max") else s for s in TauNorm.settings)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {**super().hparams(stage, recipe, family), "tau_min": 1.0, "tau_max": 1.0}

@@ -21,8 +21,9 @@ from ltbench.engine.stage_options import maxnorm_, maxnorm_radius
 from ltbench.method import ClassifierRetraining, Presentation, StageContext
 from ltbench.registry import methods
 from ltbench.results.reference import STAGE1
+from ltbench.spec.schema import Setting
 
-from .cb import cb_loss, cb_weights, check_beta
+from .cb import BETA, CB_FORM, cb_loss, cb_weights
 
 __all__ = ["WB", "maxnorm_", "maxnorm_radius"]  # the projection lives in ltbench.engine.stage_options (the engine's)
 
@@ -34,19 +35,15 @@ class WB(ClassifierRetraining):
     overrides = ClassifierRetraining.overrides | {"weight_decay", "select",  # set on purpose
                                                   "maxnorm", "threshold", "maxnorm_every"}
     description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
+    # threshold and maxnorm_every are the engine's (its MaxNorm group), declared and checked there
+    settings = (Setting("loss", "cb", "stage 2's loss: class-balanced (cb, beta and cb_form) or plain CE", "loss",
+                        choices=("ce", "cb")), BETA, CB_FORM)
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         official = recipe == "official"
         return {**super().hparams(stage, recipe, family), "weight_decay": 0.1, "loss": "cb", "beta": 0.9999,
                 "cb_form": "softmax_bce" if official else "softmax", "maxnorm": True, "threshold": 0.1,
                 "maxnorm_every": "epoch" if official else "step", **({"select": "test"} if official else {})}
-
-    def check(self, stage: str, hp: dict[str, Any]) -> list[str]:
-        problems = check_beta(stage, hp["beta"])  # threshold and maxnorm_every: the engine's checks
-        for key, allowed in (("loss", ("ce", "cb")), ("cb_form", ("softmax", "softmax_bce"))):
-            if hp[key] not in allowed:
-                problems.append(f"{stage}.{key}={hp[key]!r}: must be one of {', '.join(allowed)}")
-        return problems
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         super().prepare(model, ctx)

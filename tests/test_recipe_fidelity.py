@@ -13,7 +13,9 @@ from ltbench.methods.sade import SADE, stops
 from PIL import Image, ImageEnhance, ImageOps
 
 from ltbench.data.autoaugment import RAND_FILL, RAND_OPS, rand_augment, rand_augment_draws, rand_augment_op
+from ltbench.errors import LtbenchError
 from ltbench.results.reference import published
+from ltbench.spec.run_spec import resolve
 
 # ----------------------------------------------------------------------------- CIFAR normalisation
 
@@ -54,8 +56,9 @@ def test_sade_stops_on_weights_rounded_to_two_decimals():
 
 
 def test_sade_refuses_a_bad_decimals_value():
-    hp = {**SADE().hparams("train", "paper", "cifar"), "tta_stop_decimals": -1}
-    assert any("tta_stop_decimals" in p for p in SADE().check("train", hp))
+    # its declared setting (SADE.settings) refuses it before anything runs, as check() did
+    with pytest.raises(LtbenchError, match=r"train.tta_stop_decimals=-1: must not be negative"):
+        resolve("sade", "digits_lt", sets=["train.tta_stop_decimals=-1"])
 
 
 # ----------------------------------------------------------------------------- BCL
