@@ -76,11 +76,17 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
     values and help."""
     from tabulate import tabulate
 
-    if kind in ("settings", "setting"):  # the schema (ltbench.spec.schema), as the README's table shows it
+    if kind in ("settings", "setting"):  # the schema (ltbench.spec.schema), then each method's own keys
+        from ..registry import methods
         from ..spec.schema import all_engine_settings, settings_table
 
-        print(tabulate(settings_table(all_engine_settings()), headers=["key", "default", "allowed", "group", "what"],
-                       tablefmt="simple", maxcolwidths=[None, None, 24, None, 60]))
+        sections = [("every training stage (the engine's)", all_engine_settings())]
+        sections += [(f"method {e.name} (its own keys)", e.obj.settings) for e in methods.entries() if e.obj.settings]
+        for title, settings in sections:
+            print(f"{title}:")
+            print(tabulate(settings_table(settings), headers=["key", "default", "allowed", "group", "what"],
+                           tablefmt="simple", maxcolwidths=[None, None, 24, None, 60]))
+            print()
         return
     if kind in ("configs", "config"):  # the shipped config files (`ltbench run --config NAME`)
         from ..spec.config import shipped_summaries
