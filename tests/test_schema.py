@@ -149,6 +149,9 @@ def test_api_wrong_types_are_one_error_before_anything_is_written(tmp_path, kwar
 def test_api_unknown_argument_says_which_it_meant(tmp_path):
     with pytest.raises(LtbenchError, match="no argument 'epoch' .*did you mean 'epochs'"):
         ltbench.run(method="ce", epoch=2, results=tmp_path / "r")
+    with pytest.raises(LtbenchError, match="no argument 'grid' .*`ltbench sweep` has it"):
+        ltbench.run(method="ce", grid=["train.lr=0.1,0.2"], results=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
 
 
 def test_api_takes_every_option_of_the_command_line():

@@ -260,8 +260,13 @@ class RunRequest:
                 setattr(self, name, Path(value))
 
     @staticmethod
-    def from_api(where: str, kwargs: dict[str, Any]) -> RunRequest:
-        """A request from the Python API's keyword arguments, every one checked against its type first."""
+    def from_api(where: str, kwargs: dict[str, Any], sweep_only: tuple[str, ...] = ("grid", "retry_failed")) -> RunRequest:
+        """A request from the Python API's keyword arguments, every one checked against its type first
+        (``sweep_only``: fields `ltbench run` has not, refused as unknown arguments)."""
+        for key in sweep_only:
+            if key in kwargs:
+                raise LtbenchError(f"{where}: no argument {key!r} (`ltbench sweep` has it; run takes one run per "
+                                   "method, dataset and seed).")
         launch_fields = _launch_fields()
         plain = {k: v for k, v in kwargs.items() if k not in launch_fields}
         for key, value in plain.items():
@@ -368,7 +373,7 @@ def _check_type(where: str, key: str, value: Any) -> None:
     if key not in _TYPES:
         from .schema import did_you_mean
 
-        known = sorted({*_TYPES, *_launch_fields()} - {"launch", "sets", "grid"}) + ["set"]
+        known = sorted({*_TYPES, *_launch_fields()} - {"launch", "sets", "grid", "retry_failed"}) + ["set"]
         raise LtbenchError(f"{where}: no argument {key!r}{did_you_mean(key, known)}; it takes "
                            f"{', '.join(known)}.")
     if value is None and key not in ("download", "force", "sync_bn", "compile", "keep_features",
