@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import LtbenchError
 from .common import (
     DEFAULT_RESULTS,
+    EXTRA_ARGS,
     RESUME_HINT,
     Account,
     ArrayParallelism,
@@ -41,6 +42,7 @@ from .common import (
     RecipeSel,
     Results,
     Sbatch,
+    SeedSel,
     Sets,
     Setup,
     SplitRoot,
@@ -51,6 +53,7 @@ from .common import (
     TimeLimit,
     err,
     request_from_options,
+    stray_words,
     user_errors,
 )
 
@@ -121,10 +124,9 @@ def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones
 
 @user_errors
 def run(
-    method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
+    ctx: typer.Context, method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
     imbalance: ImbalanceSel = None, recipe: RecipeSel = None, set_: Sets = [],  # noqa: B006 (typer copies it)
-    seed: str | None = typer.Option(None, "--seed", metavar="S[,S..]", help="seed(s), comma-separated, each in "
-                                    "0..2^63-1 (default 0)"),
+    seed: SeedSel = None,
     epochs: Epochs = None, config: ConfigFile = None,
     data_root: DataRoot = Path("data"), results: Results = DEFAULT_RESULTS, device: Device = "auto",
     download: Download = True,
@@ -135,13 +137,14 @@ def run(
     max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
-    array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None,
+    array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None
 ) -> None:
     """Train and evaluate, then print the comparison table. With no selectors: the built-in methods
     on the embedded digits-LT benchmark (CPU, no download). --launcher local|slurm submits the runs
     as jobs and waits for them."""
     from ..api import execute_request
 
+    stray_words(ctx.args, "run")
     request = request_from_options(locals(), method=method, dataset=benchmark, seed=seed, sets=set_,
                                    compile=compile_)
     _, done = execute_request(request, dry_run)
@@ -257,7 +260,7 @@ from .sweep import sweep  # noqa: E402  (`ltbench sweep`)
 COMMANDS = {"list": list_, "run": run, "status": status, "show": show, "table": table, "plot": plot,
             "sweep": sweep, "eval": eval_, "export": export}
 for _name, _command in COMMANDS.items():
-    app.command(_name)(_command)
+    app.command(_name, context_settings=EXTRA_ARGS if _name in ("run", "sweep") else None)(_command)
 app.add_typer(data_app, name="data")
 
 __all__ = ["RESUME_HINT", "app", "main"]

@@ -98,6 +98,23 @@ JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: j
 
 
 # Selectors of `run` and `sweep` (one definition for both): what runs, on what, from where to where.
+SeedSel = Annotated[str | None, typer.Option("--seed", "--seeds", metavar="S[,S..]", help="seed(s), comma-separated, "
+                                             "each in 0..2^63-1 (default 0)")]
+# Words after the options (`ltbench run train.lr=0.1`) reach run and sweep as ctx.args (EXTRA_ARGS), and
+# ``stray_words`` refuses them with a hint instead of typer's "unexpected extra argument".
+EXTRA_ARGS = {"allow_extra_args": True}
+
+
+def stray_words(words: list[str] | None, command: str) -> None:
+    """One clear line for words that are no option: a setting written without --set, or anything else."""
+    if not words:
+        return
+    word = words[0]
+    if "=" in word and not word.startswith("-"):
+        raise LtbenchError(f"{word!r}: a setting goes after --set: `ltbench {command} ... --set {word}` (one --set "
+                           "per setting).")
+    raise LtbenchError(f"{word!r}: `ltbench {command}` takes no such argument; names go after an option (e.g. "
+                       f"--method {word}); see `ltbench {command} --help`.")
 MethodSel = Annotated[str | None, typer.Option("--method", "-m", metavar="M[,M..]",
                                                help="method(s), comma-separated, or all (default: the weight-balancing paper's comparison set, see `ltbench list methods`)")]
 DatasetSel = Annotated[str | None, typer.Option("--dataset", "-d", metavar="D[,D..]", help="benchmark(s), "

@@ -41,6 +41,7 @@ from .common import (
     RecipeSel,
     Results,
     Sbatch,
+    SeedSel,
     Sets,
     Setup,
     SplitRoot,
@@ -51,6 +52,7 @@ from .common import (
     TimeLimit,
     err,
     request_from_options,
+    stray_words,
     user_errors,
 )
 
@@ -64,12 +66,11 @@ if TYPE_CHECKING:
 
 @user_errors
 def sweep(
-    method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
+    ctx: typer.Context, method: MethodSel = None, benchmark: DatasetSel = None, backbone: BackboneSel = None,
     imbalance: ImbalanceSel = None, recipe: RecipeSel = None, set_: Sets = [],  # noqa: B006 (typer copies it)
     grid: list[str] = typer.Option([], "--grid", metavar="STAGE.KEY=V1,V2,..", help="one run per combination "
                                    "(repeatable), e.g. stage1.weight_decay=1e-3,5e-3"),
-    seeds: str | None = typer.Option(None, "--seeds", "--seed", metavar="S[,S..]", help="seeds, comma-separated "
-                                     "(default 0)"),
+    seeds: SeedSel = None,
     epochs: Epochs = None, config: ConfigFile = None,
     data_root: DataRoot = Path("data"), results: Results = DEFAULT_RESULTS, device: Device = "auto",
     download: Download = True,
@@ -82,7 +83,7 @@ def sweep(
     max_jobs: MaxJobs = None, jobs_per_gpu: JobsPerGpu = None, time_min: TimeLimit = None, gpus: Gpus = None, nodes: Nodes = 1,
     tasks_per_node: TasksPerNode = None, cpus: Cpus = None, mem_gb: Mem = None, partition: Partition = None,
     account: Account = None, qos: Qos = None, constraint: Constraint = None,
-    array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None,
+    array_parallelism: ArrayParallelism = None, sbatch: Sbatch = "", setup: Setup = None
 ) -> None:
     """Launch a sweep: selectors x --grid x --seeds. Shows which runs are done, running, queued, failed
     or missing, launches only what is missing (unfinished runs resume) and returns without waiting;
@@ -91,6 +92,7 @@ def sweep(
     from ..launch.sweep import make_plan, render
     from ..results.store import Store
 
+    stray_words(ctx.args, "sweep")
     request = request_from_options(locals(), dataset=benchmark, seed=seeds, sets=set_, compile=compile_)
     launch_opts = request.launch_options()
     store = Store(results)

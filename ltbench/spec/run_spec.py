@@ -378,6 +378,15 @@ def _check_read(o: Override, stage: str, key: str, stages: dict[str, dict[str, A
                            f"{shown(stage)}.{other}={text[1]}, or drop it.")
 
 
+def _refuse_epochs_twice(m: Method, epochs: int | None, stages: dict[str, dict[str, Any]], origins: dict[str, str],
+                         shown: Callable[[str], str]) -> None:
+    """--epochs sets the first training stage's epochs: a --set of the same key as well is a conflict."""
+    first = next((st for st in m.stages if m.trains(st)), None)
+    if epochs is not None and first is not None and origins.get(f"{first}.epochs") == "--set":
+        raise LtbenchError(f"--epochs {epochs} and --set {shown(first)}.epochs={stages[first]['epochs']} both set "
+                           f"{shown(first)}.epochs; keep one of them.")
+
+
 def _join_group(group: Any, stage: str, hp: dict[str, Any], origins: dict[str, str]) -> None:
     """A group's settings (schema.GROUPS, e.g. MaxNorm's) into a stage that lacks them, at their defaults."""
     for k, v in group_defaults(group).items():
@@ -464,6 +473,7 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
 
     _apply_sets([o for o in overrides if o.stage != "data"], stages, data, origins, method, benchmark, shown,
                 bool(m.stage1), own)
+    _refuse_epochs_twice(m, epochs, stages, origins, shown)
     for st, hp in stages.items():  # a group switched on (maxnorm=true): its settings join at their defaults
         for group in GROUPS:
             if hp.get(group.switch) is True:
