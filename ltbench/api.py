@@ -93,8 +93,10 @@ def _header(what: str, spec: Any, store: Any, force: bool, role: str = "") -> No
 # --- tables (`ltbench table`) ---------------------------------------------------------------------
 
 def table_data(results: Path, benchmark: Names, method: Names, select: str = "val",
-               reference: bool = False) -> dict[str, Any]:
-    """The table (tables.build_table) of a store's finished runs, filtered; an error when no run matches."""
+               reference: bool = False, where: list[str] | None = None) -> dict[str, Any]:
+    """The table (tables.build_table) of a store's finished runs, filtered (``where``: --where KEY=VALUE
+    items, ltbench.results.where); an error when no run matches."""
+    from .results import where as where_
     from .results.store import Store
     from .results.tables import build_table, read_records
 
@@ -104,10 +106,12 @@ def table_data(results: Path, benchmark: Names, method: Names, select: str = "va
     method_text = ",".join(_names(method, "--method") or []) if method is not None else None
     benchmark_names, method_names = known_names(benchmark_text, method_text)
     records = read_records(Store(results), benchmark_names, evals=True)  # `ltbench eval` records: rows of their own
+    records.results = where_.select(records.results, where_.parse_where(where))
     t = build_table(records.results, benchmarks=benchmark_names, methods=method_names, select=select,
                     reference=reference) if records.results or reference else {"rows": {}}  # empty: no registry, no torch
     if not t["rows"]:
-        asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", benchmark_text), ("--method", method_text)) if v)
+        asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", benchmark_text), ("--method", method_text),
+                                                      *(("--where", w) for w in where or [])) if v)
         raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}"
                            + "".join(f" ({n})" for n in records.notes()) + "; run some with `ltbench run` first "
                            "(`ltbench status` lists the runs).")
@@ -179,11 +183,17 @@ def run(method: Names = None, dataset: Names = None, *, imbalance: float | None 
 
 
 def table(dataset: Names = None, method: Names = None, *, select: str = "val", reference: bool = False,
-          results: str | Path = DEFAULT_RESULTS, fmt: str | None = None) -> list[dict[str, Any]] | str:
+          results: str | Path = DEFAULT_RESULTS, fmt: str | None = None,
+          where: list[str] | dict[str, Any] | None = None) -> list[dict[str, Any]] | str:
     """The comparison table of the finished runs in ``results``, as `ltbench table` builds it.
 
     Without ``fmt``: a list of dicts, one per cell (``table_rows``: method, benchmark, many, medium,
     few, all, std, n, seeds, norm_ratio, selected_on_test; paper and delta with ``reference``). With
-    ``fmt`` ("github", "latex", "csv" or "json"): the text that `ltbench table --format FMT` prints."""
-    t = table_data(Path(results), dataset, method, select, reference)
+    ``fmt`` ("github", "latex", "csv" or "json"): the text that `ltbench table --format FMT` prints.
+    ``where``: ["KEY=VALUE", ...] or {"KEY": value}, as --where (e.g. {"train.epochs": 200})."""
+    if isinstance(where, dict):
+        import json
+
+        where = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in where.items()]
+    t = table_data(Path(results), dataset, method, select, reference, where)
     return table_rows(t) if fmt is None else format_table(t, fmt)

@@ -51,6 +51,7 @@ from .common import (
     TasksPerNode,
     TestEveryEpoch,
     TimeLimit,
+    Where,
     err,
     request_from_options,
     stray_words,
@@ -161,12 +162,13 @@ def run(
 def status(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     sweep: str = typer.Option("all", "--sweep", help="all | latest | a sweep id (`ltbench sweep` prints it)"),
+    where: Where = None,
 ) -> None:
     """done / running / queued / failed / unfinished runs, from the store and the scheduler (SLURM's
     squeue/sacct for launched jobs); failed runs with the last lines of their error."""
     from .sweep import show_status
 
-    show_status(results, sweep)
+    show_status(results, sweep, where)
 
 
 @user_errors
@@ -193,6 +195,7 @@ def table(
     reference: bool = typer.Option(False, "--reference", help="put the published numbers beside ours"),
     select: str = typer.Option("val", "--select", help="val: hyperparameters chosen on validation | last: every configuration, last epoch"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    where: Where = None,
 ) -> None:
     """Comparison table of the finished runs: test top-1, mean ± std (seeds) per method and benchmark."""
     from ..api import format_table, table_data
@@ -200,7 +203,7 @@ def table(
 
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
-    t = table_data(results, benchmark, method, select, reference)
+    t = table_data(results, benchmark, method, select, reference, where)
     print(format_table(t, fmt))
     if fmt == "csv":  # a format without footnotes: they go to stderr
         for note in t["record_notes"]:
@@ -215,6 +218,7 @@ def plot(
     benchmark: str | None = typer.Option(None, "--dataset", "-d", help="wd: benchmark(s) to include"),
     method: str | None = typer.Option(None, "--method", "-m", help="wd: method(s) to include"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    where: Where = None,
 ) -> None:
     """Figures from records: classifier weight norms, per-class accuracy, accuracy against weight decay."""
     from ..results.plots import KINDS, PLOTTERS
@@ -243,6 +247,9 @@ def plot(
             err.print(f"warning: left out as damaged: {escape(str(d))}", highlight=False, soft_wrap=True)
     else:
         raise LtbenchError(f"`ltbench plot {kind}` needs run ids (see `ltbench status`).")
+    from ..results import where as where_
+
+    chosen = where_.select(chosen, where_.parse_where(where))
     if not chosen:
         raise LtbenchError(f"no finished runs in {results} match.")
     if kind != "wd" and len({r["label"] for r in chosen}) > 1:
@@ -253,12 +260,13 @@ def plot(
 
 
 # Every command, registered in one place, in the order `ltbench --help` lists them.
+from .curate import clean, rm  # noqa: E402  (`ltbench rm`, `ltbench clean`)
 from .data import data_app  # noqa: E402  (`ltbench data check|prepare`)
 from .eval import eval_, export  # noqa: E402  (`ltbench eval`, `ltbench export`)
 from .sweep import sweep  # noqa: E402  (`ltbench sweep`)
 
 COMMANDS = {"list": list_, "run": run, "status": status, "show": show, "table": table, "plot": plot,
-            "sweep": sweep, "eval": eval_, "export": export}
+            "sweep": sweep, "eval": eval_, "export": export, "rm": rm, "clean": clean}
 for _name, _command in COMMANDS.items():
     app.command(_name, context_settings=EXTRA_ARGS if _name in ("run", "sweep") else None)(_command)
 app.add_typer(data_app, name="data")

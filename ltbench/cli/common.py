@@ -97,6 +97,10 @@ JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: j
                                                 "(small models, e.g. a ResNet-32 sweep; default 1)")]
 
 
+# --where KEY=VALUE of `table`, `status` and `plot` (ltbench.results.where).
+Where = Annotated[list[str] | None, typer.Option("--where", metavar="KEY=VALUE", help="only the runs whose setting "
+                                                 "KEY has VALUE (repeatable), e.g. --where train.epochs=200")]
+
 # Selectors of `run` and `sweep` (one definition for both): what runs, on what, from where to where.
 SeedSel = Annotated[str | None, typer.Option("--seed", "--seeds", metavar="S[,S..]", help="seed(s), comma-separated, "
                                              "each in 0..2^63-1 (default 0)")]

@@ -178,7 +178,7 @@ def launch_and_wait(specs: list[RunSpec], store: Store, opts: RunOptions, lo: La
     return records
 
 
-def show_status(results: Path, which: str) -> None:
+def show_status(results: Path, which: str, where: list[str] | None = None) -> None:
     """The `ltbench status` table: every run of the store and the manifest (or of one sweep). A damaged
     record is a row of its own (state damaged) and a line below the table that names the file and the fix."""
     from tabulate import tabulate
@@ -203,6 +203,7 @@ def show_status(results: Path, which: str) -> None:
     jobs = manifest.latest_jobs(data)
     states = job_states([jobs[r] for r in ids if r in jobs])
     specs = _readable_specs(dirs)
+    ids = _where(ids, specs, where, results)
     settings, roles = _settings_and_roles(specs, ids)
     rows, counts, failures, damaged = [], Counter(), [], []
     for rid in ids:
@@ -235,6 +236,21 @@ def show_status(results: Path, which: str) -> None:
         print(f"\nfailed: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}): {error}")
     for rid, meta, note in damaged:
         print(f"\ndamaged: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}): {note}")
+
+
+def _where(ids: list[str], specs: dict[str, dict[str, Any]], where: list[str] | None, results: Path) -> list[str]:
+    """The runs whose spec meets every --where (a run whose spec cannot be read meets none); none is an error."""
+    from ..results.where import check_keys, matches, parse_where
+
+    conditions = parse_where(where)
+    if not conditions:
+        return ids
+    check_keys(conditions, [specs[r] for r in ids if r in specs])
+    kept = [r for r in ids if r in specs and matches(specs[r], conditions)]
+    if not kept:
+        raise LtbenchError(f"no run in {results} has {' and '.join(c[2] for c in conditions)}; `ltbench status` "
+                           "without --where lists them all.")
+    return kept
 
 
 def _readable_specs(dirs: dict[str, RunDir]) -> dict[str, dict[str, Any]]:

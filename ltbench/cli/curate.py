@@ -1,0 +1,226 @@
+"""Curating the results store: `ltbench rm ID...` and `ltbench clean --failed|--incomplete`.
+
+Both list what they would remove (run, method, benchmark, state, size) and remove nothing without
+--yes. Every check runs before the first removal, so a refusal leaves the store as it was:
+- an unknown id or an ambiguous prefix, a missing results folder: one error line;
+- a running run (its lock is live, see results.store.lock_live) is never removed: `rm` refuses it,
+  `clean` lists it as skipped;
+- a stage-1 run that finished stage-2 runs build on is refused unless --with-dependents also removes
+  them (or they are among the runs removed);
+- only directories inside ``<results>/runs/`` are removed: a run directory that is a symlink, or that
+  resolves outside that folder, is refused.
+Each run is removed while holding its lock, so a run that starts meanwhile is left alone."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import DamagedRecord, LtbenchError
+from ..results.store import RunDir, Store
+from ..spec.run_spec import RunSpec
+from .common import DEFAULT_RESULTS, user_errors
+from .show import _size, find_run
+
+Yes = typer.Option(False, "--yes", "-y", help="remove them (without it: only list what would be removed)")
+WithDependents = typer.Option(False, "--with-dependents",
+                              help="also remove the stage-2 runs that build on a removed stage-1 run")
+
+
+def _where(rd: RunDir) -> tuple[str, str]:
+    """(method, benchmark) from the run's place in the store (also for a run whose spec.json is damaged)."""
+    return rd.path.parent.name, rd.path.parent.parent.name
+
+
+def _name(rd: RunDir) -> str:
+    method, benchmark = _where(rd)
+    return f"{method} {rd.run_id} ({benchmark})"
+
+
+def _bytes(path: Path) -> int:
+    total = 0
+    for p in path.rglob("*"):
+        try:
+            if not p.is_symlink() and p.is_file():
+                total += p.lstat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _store(results: Path) -> Store:
+    if not results.is_dir():
+        raise LtbenchError(f"the results folder {results} does not exist; pass the --results folder that holds "
+                           "the runs.")
+    return Store(results)
+
+
+def _dependents(store: Store) -> dict[str, list[RunDir]]:
+    """Stage-1 run id -> the run directories whose spec builds on it (runs with a damaged spec.json are left
+    out: their spec names no stage-1 run that can be read)."""
+    users: dict[str, list[RunDir]] = {}
+    for rd in store.runs():
+        try:
+            spec = rd.spec()
+            parent = RunSpec.from_json(spec).parent_id if spec.get("parent") else None
+        except (DamagedRecord, KeyError, TypeError, ValueError, LtbenchError):  # no stage-1 run to read from it
+            continue
+        if parent is not None:
+            users.setdefault(parent, []).append(rd)
+    return users
+
+
+def _check_inside(store: Store, rd: RunDir) -> None:
+    """Refuse a run directory that is a symlink or lies outside <results>/runs/ once resolved."""
+    base = (store.root / "runs").resolve()
+    path = rd.path.resolve()
+    if rd.path.is_symlink() or not path.is_relative_to(base) or len(path.relative_to(base).parts) != 3:
+        raise LtbenchError(f"{rd.path} is a symlink or resolves outside {base} (to {path}); ltbench removes only "
+                           f"run folders inside {base}: remove it by hand if you mean to.")
+
+
+def _with_dependents(store: Store, chosen: list[RunDir], with_dependents: bool) -> tuple[list[RunDir], dict[str, str]]:
+    """``chosen`` plus, with --with-dependents, the stage-2 runs on its stage-1 runs; and the note of each
+    added run. Without --with-dependents a stage-1 run that finished stage-2 runs (not also chosen) build
+    on is an error that names them and the fix."""
+    users = _dependents(store)
+    ids = {rd.run_id for rd in chosen}
+    runs, notes = list(chosen), {}
+    refused = []
+    for rd in chosen:
+        others = [u for u in users.get(rd.run_id, []) if u.run_id not in ids]
+        if with_dependents:
+            for u in others:
+                if u.run_id not in notes:
+                    runs.append(u)
+                    notes[u.run_id] = f"stage 2 on {rd.run_id} (--with-dependents)"
+        else:
+            kept = [f"{_name(u)[:-1]}, {u.state()})" for u in others if u.is_done() or u.lock_is_live()]
+            if kept:
+                refused.append(f"{rd.run_id} is the stage-1 run of {', '.join(kept)}")
+    if refused:
+        raise LtbenchError(f"{'; '.join(refused)}: nothing removed; add --with-dependents to remove them too, or "
+                           "remove them first (`ltbench rm ID`).")
+    return runs, notes
+
+
+def _rmtree(path: Path) -> list[str]:
+    """shutil.rmtree (never following a symlink); what it could not remove, in words."""
+    errors: list[str] = []
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=lambda _f, p, e: errors.append(f"{p}: {e}"))
+    else:
+        shutil.rmtree(path, onerror=lambda _f, p, e: errors.append(f"{p}: {e[1]}"))
+    return errors
+
+
+def _listing(runs: list[RunDir], notes: dict[str, str], sizes: dict[str, int]) -> str:
+    from tabulate import tabulate
+
+    rows = [[rd.run_id, *_where(rd), rd.state(), _size(sizes[rd.run_id]), notes.get(rd.run_id, "")] for rd in runs]
+    headers = ["run", "method", "benchmark", "state", "size"]
+    if any(notes.values()):
+        headers.append("note")
+    else:
+        rows = [r[:-1] for r in rows]
+    return tabulate(rows, headers=headers, tablefmt="simple")
+
+
+def _remove(store: Store, runs: list[RunDir], notes: dict[str, str], yes: bool) -> None:
+    """List ``runs``; with ``yes`` remove them (each under its lock) and the method and benchmark folders
+    that this leaves empty."""
+    if not runs:
+        print("nothing to remove.")
+        return
+    for rd in runs:
+        _check_inside(store, rd)
+    sizes = {rd.run_id: _bytes(rd.path) for rd in runs}
+    total = _size(sum(sizes.values()))
+    print(_listing(runs, notes, sizes))
+    if not yes:
+        print(f"nothing removed; add --yes to remove these {len(runs)} runs ({total}).")
+        return
+    base = (store.root / "runs").resolve()
+    failed = []
+    for rd in runs:
+        try:
+            with rd.locked():  # a run that started since the checks keeps its lock: locked() refuses it
+                errors = _rmtree(rd.path)
+        except LtbenchError as exc:
+            failed.append(f"{rd.run_id} ({exc})")
+            continue
+        if errors:
+            failed.append(f"{rd.run_id} ({errors[0]})")
+            continue
+        for parent in (rd.path.parent, rd.path.parent.parent):
+            if parent.resolve() == base or not parent.resolve().is_relative_to(base):
+                break
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
+    removed = len(runs) - len(failed)
+    print(f"removed {removed} run{'s' if removed != 1 else ''} from {store.root / 'runs'}.")
+    if failed:
+        raise LtbenchError(f"not removed: {'; '.join(failed)}.")
+
+
+@user_errors
+def rm(
+    run_ids: list[str] = typer.Argument(..., metavar="ID", help="run ids, or their first characters (`ltbench status` lists them)"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    yes: bool = Yes, with_dependents: bool = WithDependents,
+) -> None:
+    """Remove runs from the store. Without --yes it only lists them (run, method, benchmark, state,
+    size). A running run is refused; so is a stage-1 run that finished stage-2 runs build on, unless
+    --with-dependents removes those too."""
+    store = _store(results)
+    chosen: dict[str, RunDir] = {}
+    for prefix in run_ids:
+        if not prefix.strip():
+            raise LtbenchError("`ltbench rm`: give run ids (or their first characters); `ltbench status` lists them.")
+        rd = find_run(store, prefix)
+        chosen.setdefault(rd.run_id, rd)
+    runs, notes = _with_dependents(store, list(chosen.values()), with_dependents)
+    running = [_name(rd) for rd in runs if rd.lock_is_live()]
+    if running:
+        raise LtbenchError(f"{', '.join(running)} {'is' if len(running) == 1 else 'are'} running now (a live lock); "
+                           "nothing removed; wait for it to finish or end it, then try again.")
+    _remove(store, runs, notes, yes)
+
+
+@user_errors
+def clean(
+    failed: bool = typer.Option(False, "--failed", help="the failed runs (FAILED written)"),
+    incomplete: bool = typer.Option(False, "--incomplete",
+                                    help="the runs that stopped unfinished: no DONE, no FAILED, not running"),
+    results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
+    yes: bool = Yes, with_dependents: bool = WithDependents,
+) -> None:
+    """Remove the failed and/or unfinished runs of the store. Without --yes it only lists them. A run
+    that is running now (its lock is live) is never removed: it is listed as skipped."""
+    if not (failed or incomplete):
+        raise LtbenchError("`ltbench clean`: say what to remove: --failed, --incomplete, or both.")
+    store = _store(results)
+    chosen, skipped = [], []
+    for rd in store.runs():
+        if rd.is_done():
+            continue
+        is_failed = rd.failed_file.exists()
+        if not (failed and is_failed or incomplete and not is_failed):
+            continue
+        if rd.lock_is_live():
+            skipped.append(f"skipped {_name(rd)}: it is running now (its lock {rd.lock_file} is live)")
+            continue
+        chosen.append(rd)
+    runs, notes = _with_dependents(store, chosen, with_dependents)
+    live = [rd for rd in runs if rd.run_id in notes and rd.lock_is_live()]
+    if live:
+        raise LtbenchError(f"the stage-2 run(s) {', '.join(map(_name, live))} are running now; nothing removed; "
+                           "try again when they have finished.")
+    for line in skipped:
+        print(line)
+    _remove(store, runs, notes, yes)
