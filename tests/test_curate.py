@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_damaged_records import runs  # the three runs of such a store by role: ce, stage1 (wb's ce), wb
 from typer.testing import CliRunner
 
 from ltbench.cli.app import app
 from ltbench.results.store import RunDir, Store
-from ltbench.spec.run_spec import RunSpec
 
 runner = CliRunner()
 
@@ -43,15 +43,6 @@ def root(built, tmp_path) -> Path:
     copy = tmp_path / "results"
     shutil.copytree(built, copy)
     return copy
-
-
-def runs(root: Path) -> dict[str, RunDir]:
-    """The three runs by role: ce (its own), stage1 (wb's ce), wb."""
-    dirs = {rd.run_id: rd for rd in Store(root).runs()}
-    wb = next(rd for rd in dirs.values() if rd.path.parent.name == "wb")
-    stage1 = dirs[RunSpec.from_json(wb.spec()["parent"]).run_id]
-    ce = next(rd for rid, rd in dirs.items() if rd.path.parent.name == "ce" and rid != stage1.run_id)
-    return {"ce": ce, "stage1": stage1, "wb": wb}
 
 
 def ids(root: Path) -> set[str]:
