@@ -16,14 +16,15 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import DamagedRecord, LtbenchError
-from ..results.store import RunDir, Store
-from ..spec.run_spec import RunSpec
 from .common import DEFAULT_RESULTS, user_errors
-from .show import _size, find_run
+
+if TYPE_CHECKING:  # the store and the specs are imported when a command runs: `ltbench --help` stays fast
+    from ..results.store import RunDir, Store
 
 Yes = typer.Option(False, "--yes", "-y", help="remove them (without it: only list what would be removed)")
 WithDependents = typer.Option(False, "--with-dependents",
@@ -52,6 +53,8 @@ def _bytes(path: Path) -> int:
 
 
 def _store(results: Path) -> Store:
+    from ..results.store import Store
+
     if not results.is_dir():
         raise LtbenchError(f"the results folder {results} does not exist; pass the --results folder that holds "
                            "the runs.")
@@ -61,6 +64,8 @@ def _store(results: Path) -> Store:
 def _dependents(store: Store) -> dict[str, list[RunDir]]:
     """Stage-1 run id -> the run directories whose spec builds on it (runs with a damaged spec.json are left
     out: their spec names no stage-1 run that can be read)."""
+    from ..spec.run_spec import RunSpec
+
     users: dict[str, list[RunDir]] = {}
     for rd in store.runs():
         try:
@@ -120,6 +125,8 @@ def _rmtree(path: Path) -> list[str]:
 def _listing(runs: list[RunDir], notes: dict[str, str], sizes: dict[str, int]) -> str:
     from tabulate import tabulate
 
+    from .show import _size
+
     rows = [[rd.run_id, *_where(rd), rd.state(), _size(sizes[rd.run_id]), notes.get(rd.run_id, "")] for rd in runs]
     headers = ["run", "method", "benchmark", "state", "size"]
     if any(notes.values()):
@@ -137,6 +144,8 @@ def _remove(store: Store, runs: list[RunDir], notes: dict[str, str], yes: bool) 
         return
     for rd in runs:
         _check_inside(store, rd)
+    from .show import _size
+
     sizes = {rd.run_id: _bytes(rd.path) for rd in runs}
     total = _size(sum(sizes.values()))
     print(_listing(runs, notes, sizes))
@@ -177,6 +186,8 @@ def rm(
     """Remove runs from the store. Without --yes it only lists them (run, method, benchmark, state,
     size). A running run is refused; so is a stage-1 run that finished stage-2 runs build on, unless
     --with-dependents removes those too."""
+    from .show import find_run
+
     store = _store(results)
     chosen: dict[str, RunDir] = {}
     for prefix in run_ids:
