@@ -93,30 +93,42 @@ def _header(what: str, spec: Any, store: Any, force: bool, role: str = "") -> No
 # --- tables (`ltbench table`) ---------------------------------------------------------------------
 
 def table_data(results: Path, benchmark: Names, method: Names, select: str = "val",
-               reference: bool = False, where: list[str] | None = None) -> dict[str, Any]:
+               reference: bool = False, where: list[str] | None = None, *, evals: bool = False,
+               mix_protocols: bool = False) -> dict[str, Any]:
     """The table (tables.build_table) of a store's finished runs, filtered (``where``: --where KEY=VALUE
-    items, ltbench.results.where); an error when no run matches."""
+    items, ltbench.results.where); with ``evals`` the table of its `ltbench eval` records instead (they
+    never join the runs' table); an error when nothing matches."""
     from .results import where as where_
     from .results.store import Store
-    from .results.tables import build_table, read_records
+    from .results.tables import build_table, is_eval, read_records
 
     if select not in ("val", "last"):
         raise LtbenchError(f"--select {select!r}: expected val or last.")
     benchmark_text = ",".join(_names(benchmark, "--dataset") or []) if benchmark is not None else None
     method_text = ",".join(_names(method, "--method") or []) if method is not None else None
     benchmark_names, method_names = known_names(benchmark_text, method_text)
-    records = read_records(Store(results), benchmark_names, evals=True)  # `ltbench eval` records: rows of their own
+    records = read_records(Store(results), benchmark_names, evals=True)
     records.results = where_.select(records.results, where_.parse_where(where))
-    t = build_table(records.results, benchmarks=benchmark_names, methods=method_names, select=select,
-                    reference=reference) if records.results or reference else {"rows": {}}  # empty: no registry, no torch
+    chosen = [r for r in records.results if is_eval(r) == evals]
+    others = [r for r in records.results if is_eval(r) != evals and (not method_names or r["method"] in method_names)]
+    t = build_table(chosen, benchmarks=benchmark_names, methods=method_names, select=select, reference=reference,
+                    mix_protocols=mix_protocols) if chosen or reference else {"rows": {}}  # empty: no registry, no torch
+    elsewhere = (f"{len(others)} `ltbench eval` record{'s' if len(others) > 1 else ''} match too: `ltbench table "
+                 "--evals` shows them, in a table of their own" if not evals else
+                 f"{len(others)} finished run{'s' if len(others) > 1 else ''} match: `ltbench table` (without --evals) "
+                 "shows them") if others else ""
     if not t["rows"]:
         asked = " and ".join(f"{o} {v}" for o, v in (("--dataset", benchmark_text), ("--method", method_text),
                                                       *(("--where", w) for w in where or [])) if v)
-        raise LtbenchError(f"no finished runs in {results}{f' match {asked}' if asked else ''}"
-                           + "".join(f" ({n})" for n in records.notes()) + "; run some with `ltbench run` first "
-                           "(`ltbench status` lists the runs).")
-    t["notes"] += records.notes(t)
-    t["record_notes"] = records.notes(t)
+        what = "`ltbench eval` records" if evals else "finished runs"
+        how = "evaluate a run with `ltbench eval RUN --dataset ...` first" if evals else \
+            "run some with `ltbench run` first (`ltbench status` lists the runs)"
+        raise LtbenchError(f"no {what} in {results}{f' match {asked}' if asked else ''}"
+                           + "".join(f" ({n})" for n in records.notes() + [elsewhere] if n) + f"; {how}.")
+    if evals:
+        t["title"] = t["title"].replace("test top-1 (%)", "`ltbench eval` top-1 (%) of trained models", 1)
+    t["notes"] += records.notes(t) + ([elsewhere] if elsewhere else [])
+    t["record_notes"] = records.notes(t) + ([elsewhere] if elsewhere else [])
     return t
 
 
@@ -184,16 +196,20 @@ def run(method: Names = None, dataset: Names = None, *, imbalance: float | None 
 
 def table(dataset: Names = None, method: Names = None, *, select: str = "val", reference: bool = False,
           results: str | Path = DEFAULT_RESULTS, fmt: str | None = None,
-          where: list[str] | dict[str, Any] | None = None) -> list[dict[str, Any]] | str:
+          where: list[str] | dict[str, Any] | None = None, evals: bool = False,
+          mix_protocols: bool = False) -> list[dict[str, Any]] | str:
     """The comparison table of the finished runs in ``results``, as `ltbench table` builds it.
 
     Without ``fmt``: a list of dicts, one per cell (``table_rows``: method, benchmark, many, medium,
     few, all, std, n, seeds, norm_ratio, selected_on_test; paper and delta with ``reference``). With
     ``fmt`` ("github", "latex", "csv" or "json"): the text that `ltbench table --format FMT` prints.
-    ``where``: ["KEY=VALUE", ...] or {"KEY": value}, as --where (e.g. {"train.epochs": 200})."""
+    ``where``: ["KEY=VALUE", ...] or {"KEY": value}, as --where (e.g. {"train.epochs": 200}); ``evals``:
+    the table of the `ltbench eval` records instead; ``mix_protocols``: choose on validation across
+    epoch counts, recipes and backbones too (by default each is a row of its own)."""
     if isinstance(where, dict):
         import json
 
         where = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in where.items()]
-    t = table_data(Path(results), dataset, method, select, reference, where)
+    t = table_data(Path(results), dataset, method, select, reference, where, evals=evals,
+                   mix_protocols=mix_protocols)
     return table_rows(t) if fmt is None else format_table(t, fmt)

@@ -77,15 +77,19 @@ def test_eval_record_equals_a_direct_computation_and_is_a_table_row(trained):
     assert got["per_class"] == pytest.approx(direct["per_class"], abs=1e-9)
     assert "done, skipped" in runner.invoke(app, args).output  # the same evaluation, the same record
 
-    table = runner.invoke(app, ["table", "--results", str(store.root), "--dataset", "digits_lt", "--format", "json"])
+    table = runner.invoke(app, ["table", "--results", str(store.root), "--dataset", "digits_lt", "--format", "json",
+                                "--evals"])
     assert table.exit_code == 0, table.output
     t = json.loads(table.stdout)
-    assert t["columns"] == ["digits-LT IR20", "digits-LT IR50 (train)"]
+    assert t["columns"] == ["digits-LT IR50 (train)"]  # eval records: a table of their own
     cell = t["rows"][f"ce (eval of {spec.run_id})"]["digits-LT IR50 (train)"]
     for group, key in (("all", "top1"), ("many", "many"), ("medium", "medium"), ("few", "few")):
         assert cell[group]["mean"] == round(direct[key], 2) and cell[group]["n"] == 1
-    assert t["rows"]["ce"]["digits-LT IR20"]["all"]["mean"] == round(result["test"]["top1"], 2)
-    text = runner.invoke(app, ["table", "--results", str(store.root), "--dataset", "digits_lt"]).stdout
+    runs = json.loads(runner.invoke(app, ["table", "--results", str(store.root), "--dataset", "digits_lt",
+                                          "--format", "json"]).stdout)
+    assert runs["columns"] == ["digits-LT IR20"] and list(runs["rows"]) == ["ce"]
+    assert runs["rows"]["ce"]["digits-LT IR20"]["all"]["mean"] == round(result["test"]["top1"], 2)
+    text = runner.invoke(app, ["table", "--results", str(store.root), "--dataset", "digits_lt", "--evals"]).stdout
     row = next(line for line in text.splitlines() if "(eval of" in line)
     assert f"{direct['top1']:.2f}" in row and "eval of RUN" in text
 

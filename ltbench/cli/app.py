@@ -196,6 +196,9 @@ def table(
     select: str = typer.Option("val", "--select", help="val: hyperparameters chosen on validation | last: every configuration, last epoch"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     where: Where = None,
+    evals: bool = typer.Option(False, "--evals", help="the table of the `ltbench eval` records (kept out of the runs' table)"),
+    mix_protocols: bool = typer.Option(False, "--mix-protocols", help="choose on validation across epoch counts, recipes "
+                                       "and backbones too (by default each is a row of its own)"),
 ) -> None:
     """Comparison table of the finished runs: test top-1, mean ± std (seeds) per method and benchmark."""
     from ..api import format_table, table_data
@@ -203,7 +206,7 @@ def table(
 
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
-    t = table_data(results, benchmark, method, select, reference, where)
+    t = table_data(results, benchmark, method, select, reference, where, evals=evals, mix_protocols=mix_protocols)
     print(format_table(t, fmt))
     if fmt == "csv":  # a format without footnotes: they go to stderr
         for note in t["record_notes"]:
@@ -212,7 +215,7 @@ def table(
 
 @user_errors
 def plot(
-    kind: str = typer.Argument(..., help="norms | accuracy | wd"),
+    kind: str = typer.Argument(..., help="norms | accuracy | wd | confusion"),
     run_ids: list[str] = typer.Argument(None, help="run ids (prefixes); wd: default all done runs that match the filters"),
     output: Path | None = typer.Option(None, "-o", "--output", help="PNG file (default: ltbench-KIND.png)"),
     benchmark: str | None = typer.Option(None, "--dataset", "-d", help="wd: benchmark(s) to include"),
@@ -220,7 +223,8 @@ def plot(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     where: Where = None,
 ) -> None:
-    """Figures from records: classifier weight norms, per-class accuracy, accuracy against weight decay."""
+    """Figures from records: classifier weight norms, per-class accuracy, accuracy against weight decay, one run's
+    test confusion matrix (`plot confusion RUN_ID`)."""
     from ..results.plots import KINDS, PLOTTERS
     from ..results.store import Store
     from ..results.tables import read_records

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..errors import DamagedRecord
-from ..spec.run_spec import differences
+from ..spec.run_spec import differences, flat_settings, non_defaults
 from ..spec.schema import settings_of
 from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, published
 from .store import EVAL_SHAPE, Store, read_json, shape_problem
@@ -55,11 +56,18 @@ class RowLayout:
         return RowLayout(order, stage1_rows)
 
     def base(self, name: str) -> str:
-        """The method (or stage-1 row) a row belongs to: "ce (weight_decay=0.005)" -> "ce"."""
-        return name if name in self.order else name.split(" (")[0]
+        """The method (or stage-1 row) a row belongs to: "ce (weight_decay=0.005)" -> "ce",
+        "wb stage 1 (ce + tuned WD) (train.epochs=3)" -> "wb stage 1 (ce + tuned WD)"."""
+        head = name
+        while head not in self.order and " (" in head:
+            head = head.rsplit(" (", 1)[0]
+        return head if head in self.order else name.split(" (")[0]
 
-    def sort_key(self, name: str) -> tuple[float, str]:
-        return (self.order.get(self.base(name), math.inf), name)
+    def sort_key(self, name: str) -> tuple[float, str, list[tuple[int, float, str]]]:
+        """The methods' declared order, then the rows of one method by their settings' values as numbers
+        ("lr=0.05" before "lr=0.1", "epochs=3" before "epochs=40"), not as text."""
+        base = self.base(name)
+        return (self.order.get(base, math.inf), base, natural_key(name[len(base):]))
 
     def method_of(self, row: str) -> str:
         """The method whose run fills a row (a stage-1 row: the method that builds on it)."""
@@ -67,6 +75,23 @@ class RowLayout:
 
     def with_stage1(self, methods: Iterable[str]) -> set[str]:
         return set(methods) | {self.stage1_rows[m] for m in methods if m in self.stage1_rows}
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def natural_key(text: str) -> list[tuple[int, float, str]]:
+    """``text`` as a sort key in which numbers compare as numbers: 5e-05 < 0.0005 < 0.001 < 0.01."""
+    key: list[tuple[int, float, str]] = []
+    pos = 0
+    for m in _NUMBER.finditer(text):
+        if m.start() > pos:
+            key.append((0, 0.0, text[pos:m.start()]))
+        key.append((1, float(m.group()), ""))
+        pos = m.end()
+    if pos < len(text):
+        key.append((0, 0.0, text[pos:]))
+    return key
 
 
 @dataclass
@@ -130,6 +155,11 @@ def read_records(store: Store, benchmarks: list[str] | None = None, evals: bool 
 EVAL_ROW = "{method} (eval of {source_run})"  # the row of an `ltbench eval` record
 
 
+def is_eval(r: dict[str, Any]) -> bool:
+    """An `ltbench eval` record (``eval_as_run``), not a run's."""
+    return r.get("selected", {}).get("rule") == "eval"
+
+
 def eval_as_run(e: dict[str, Any]) -> dict[str, Any]:
     """An `ltbench eval` record in the form build_table reads a run's: its scores as the test report,
     no validation score, its own row (``EVAL_ROW``) and configuration (its spec), the source run's seed."""
@@ -161,11 +191,13 @@ def _config_key(r: dict[str, Any]) -> str:
 def describe_differences(configs: list[list[dict[str, Any]]]) -> list[str]:
     """For each configuration, the settings that tell it apart from the others ("" if none); the
     benchmark's own parameters (data.*) are the column's, not the row's."""
-    def short(h: str) -> str:
-        return h.split(".", 1)[-1] if h.startswith(("train.", "stage2.", "posthoc.")) else h
-
     diffs = differences([c[0]["spec"] for c in configs])
-    return [", ".join(f"{short(h)}={v}" for h, v in d.items() if not h.startswith("data.")) for d in diffs]
+    return [", ".join(f"{_short(h)}={v}" for h, v in d.items() if not h.startswith("data.")) for d in diffs]
+
+
+def _short(h: str) -> str:
+    """A setting's name in a row or note: a one-stage method's keys without their stage."""
+    return h.split(".", 1)[-1] if h.startswith(("train.", "stage2.", "posthoc.")) else h
 
 
 def _stat(values: list[float | None]) -> dict[str, Any]:
@@ -214,7 +246,7 @@ def _shot_rule_notes(rs: list[dict[str, Any]], per_benchmark: bool) -> list[str]
 
 def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | None = None,
                 methods: list[str] | None = None, columns: list[str] | None = None, select: str = "val",
-                reference: bool = False) -> dict[str, Any]:
+                reference: bool = False, mix_protocols: bool = False) -> dict[str, Any]:
     """The table as data: every format renders this, so every format shows the same numbers.
 
     ``benchmarks`` filters by benchmark name, ``columns`` fixes the column labels (default: the WB
@@ -225,6 +257,7 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
     layout = RowLayout.from_registry()
     stage1_of = {r["method_record"].get("parent"): layout.stage1_rows[r["method"]] for r in rs
                  if r["method"] in layout.stage1_rows}
+    columns_given = columns is not None
     if columns is None:
         have = sorted({r["label"] for r in rs})
         columns = have if benchmarks else \
@@ -241,11 +274,16 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
         for name in names:
             cand[(name, r["label"])][_config_key(r)].append(r)
 
-    rows, notes = _choose_rows(cand, select)
+    rows, notes = _choose_rows(cand, select, mix_protocols)
 
     if methods:
         keep = layout.with_stage1(methods)
         rows = defaultdict(dict, {k: v for k, v in rows.items() if layout.base(k) in keep})
+        notes = [n for n in notes if layout.base(n.split(" on ", 1)[0]) in keep]
+        if not columns_given:  # no column that only other methods' runs fill
+            shown = {col for cells in rows.values() for col in cells}
+            columns = [c for c in columns if c in shown or (c in DEFAULT_COLUMNS and not benchmarks)]
+            per_benchmark = len(columns) == 1
     missing = []
     if reference:
         notes += _add_published(rows, columns, methods, layout)
@@ -276,24 +314,80 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
             "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
 
 
+PROTOCOL_KEYS = ("backbone", "recipe")  # with every stage's epochs: what a table never chooses across by default
+
+
+def protocol_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """What makes runs different experiments rather than different hyperparameters of one: the
+    backbone, the recipe and each stage's number of epochs (the stage-1 run's too)."""
+    return {k: v for k, v in flat_settings(spec).items() if _is_protocol_key(k)}
+
+
+def _by_protocol(groups: list[list[dict[str, Any]]]) -> list[tuple[str, list[list[dict[str, Any]]]]]:
+    """The configurations of one cell split by protocol (``protocol_of``), each with what tells its
+    protocol apart from the others' ("" when there is one)."""
+    split: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+    for g in groups:
+        split[json.dumps(protocol_of(g[0]["spec"]), sort_keys=True)].append(g)
+    parts = list(split.values())
+    if len(parts) == 1:
+        return [("", parts[0])]
+    labels = differences([p[0][0]["spec"] for p in parts])
+    named = [", ".join(f"{_short(k)}={v}" for k, v in d.items() if _is_protocol_key(k)) for d in labels]
+    plain = next((i for i, p in enumerate(parts) if _is_default_protocol(p[0][0]["spec"])), None)
+    if plain is None:  # none is the method's default: the longest training keeps the plain name
+        plain = max(range(len(parts)), key=lambda i: sum(v for k, v in protocol_of(parts[i][0][0]["spec"]).items()
+                                                         if k.endswith(".epochs") and isinstance(v, int | float)))
+    return [("" if i == plain else name, p) for i, (name, p) in enumerate(zip(named, parts, strict=True))]
+
+
+def _is_protocol_key(key: str) -> bool:
+    return key in PROTOCOL_KEYS or key.endswith(".epochs")
+
+
+def _is_default_protocol(spec: dict[str, Any]) -> bool:
+    """The run has the protocol `ltbench run` gives its method and benchmark by default: that row keeps
+    the method's plain name (the others say how they differ)."""
+    return not any(_is_protocol_key(k) for k in non_defaults(spec))
+
+
+def _among(groups: list[list[dict[str, Any]]]) -> str:
+    """What a choice on validation chose among: each setting that varies, with its values."""
+    values: dict[str, list[Any]] = defaultdict(list)
+    for d in differences([g[0]["spec"] for g in groups]):
+        for k, v in d.items():
+            if not k.startswith("data.") and v not in values[k]:
+                values[k].append(v)
+    return "; ".join(f"{_short(k)} " + ", ".join(str(v) for v in sorted(vs, key=lambda v: natural_key(str(v))))
+                     for k, vs in values.items())
+
+
 def _choose_rows(cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]],
-                 select: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+                 select: str, mix_protocols: bool = False) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The cells of each (row, column) from its configurations: under ``val`` the configuration best on
-    validation (a note says which won), under ``last`` every configuration as a row of its own."""
+    validation (a note says which won, and among what), under ``last`` every configuration as a row of
+    its own. Runs of different protocols (backbone, recipe, epochs: ``protocol_of``) are rows of their
+    own, never chosen among, unless ``mix_protocols``."""
     rows: dict[str, dict[str, Any]] = defaultdict(dict)
     notes: list[str] = []
     for (name, col), configs in sorted(cand.items()):
         groups = list(configs.values())
-        if select == "val":
-            best = max(groups, key=_val_score)
-            chosen = [(name, best)]
-            if len(groups) > 1:
-                diff = describe_differences(groups)[groups.index(best)]
-                notes.append(f"{name} on {col}: {diff} chosen on validation among {len(groups)} configurations")
-        else:
-            chosen = [(f"{name} ({d})" if d else name, g) for d, g in zip(describe_differences(groups), groups, strict=True)]
-        for row_name, group in chosen:
-            rows[row_name][col] = _cell(group, select)
+        if select != "val":
+            for d, g in zip(describe_differences(groups), groups, strict=True):
+                rows[f"{name} ({d})" if d else name][col] = _cell(g, select)
+            continue
+        protocols = [("", groups)] if mix_protocols else _by_protocol(groups)
+        if len(protocols) > 1:
+            notes.append(f"{name} on {col}: runs of {len(protocols)} protocols (epochs, recipe or backbone) are "
+                         "rows of their own; `--mix-protocols` chooses among them on validation")
+        for label, gs in protocols:
+            row_name = f"{name} ({label})" if label else name
+            best = max(gs, key=_val_score)
+            if len(gs) > 1:
+                diff = describe_differences(gs)[gs.index(best)]
+                notes.append(f"{row_name} on {col}: {diff} chosen on validation among {len(gs)} configurations "
+                             f"({_among(gs)})")
+            rows[row_name][col] = _cell(best, select)
     return rows, notes
 
 
