@@ -189,3 +189,27 @@ def test_symlink_outside_runs_is_refused(root, tmp_path):
     assert "outside" in line or "symlink" in line
     one_line_error(invoke("clean", "--failed", "--results", root, "--yes"))
     assert (outside / "keep.txt").read_text() == "precious" and fake.is_symlink()
+
+
+def test_clean_where_selects_by_setting(root):
+    rr = runs(root)
+    before = ids(root)
+    r = invoke("clean", "--where", "train.weight_decay=5e-4", "--results", root)  # the plain ce run, done
+    assert r.exit_code == 0, r.output
+    assert rr["ce"].run_id in r.output and rr["stage1"].run_id not in r.output and "these 1 runs" in r.output
+    assert ids(root) == before
+
+    line = one_line_error(invoke("clean", "--where", "method=ce", "--results", root, "--yes"))
+    assert rr["stage1"].run_id in line and rr["wb"].run_id in line  # wb's stage 1 is refused: wb builds on it
+    assert ids(root) == before
+
+    fail(rr["ce"])
+    r = invoke("clean", "--failed", "--where", "method=wb", "--results", root)  # --where narrows --failed
+    assert r.exit_code == 0 and "nothing to remove" in r.output, r.output
+
+    r = invoke("clean", "--where", "method=wb", "--where", "stage2.epochs=1", "--results", root, "--yes")
+    assert r.exit_code == 0, r.output
+    assert ids(root) == before - {rr["wb"].run_id}
+
+    line = one_line_error(invoke("clean", "--where", "train.weight_decy=0", "--results", root))
+    assert "train.weight_decay" in line  # did you mean

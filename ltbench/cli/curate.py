@@ -1,4 +1,4 @@
-"""Curating the results store: `ltbench rm ID...` and `ltbench clean --failed|--incomplete`.
+"""Curating the results store: `ltbench rm ID...` and `ltbench clean --failed|--incomplete|--where K=V`.
 
 Both list what they would remove (run, method, benchmark, state, size) and remove nothing without
 --yes. Every check runs before the first removal, so a refusal leaves the store as it was:
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import DamagedRecord, LtbenchError
-from .common import DEFAULT_RESULTS, user_errors
+from .common import DEFAULT_RESULTS, Where, user_errors
 
 if TYPE_CHECKING:  # the store and the specs are imported when a command runs: `ltbench --help` stays fast
     from ..results.store import RunDir, Store
@@ -208,20 +208,22 @@ def clean(
     failed: bool = typer.Option(False, "--failed", help="the failed runs (FAILED written)"),
     incomplete: bool = typer.Option(False, "--incomplete",
                                     help="the runs that stopped unfinished: no DONE, no FAILED, not running"),
+    where: Where = None,
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     yes: bool = Yes, with_dependents: bool = WithDependents,
 ) -> None:
-    """Remove the failed and/or unfinished runs of the store. Without --yes it only lists them. A run
-    that is running now (its lock is live) is never removed: it is listed as skipped."""
-    if not (failed or incomplete):
-        raise LtbenchError("`ltbench clean`: say what to remove: --failed, --incomplete, or both.")
+    """Remove the failed and/or unfinished runs of the store, or with --where KEY=VALUE the runs whose
+    setting has that value (finished ones too: `--where train.epochs=3` removes a smoke test's runs).
+    Without --yes it only lists them. A run that is running now (its lock is live) is never removed: it
+    is listed as skipped."""
+    if not (failed or incomplete or where):
+        raise LtbenchError("`ltbench clean`: say what to remove: --failed, --incomplete, --where KEY=VALUE, or "
+                           "several (--where then narrows the others).")
     store = _store(results)
     chosen, skipped = [], []
-    for rd in store.runs():
-        if rd.is_done():
-            continue
+    for rd in _matching(store, where):
         is_failed = rd.failed_file.exists()
-        if not (failed and is_failed or incomplete and not is_failed):
+        if (failed or incomplete) and (rd.is_done() or not (failed and is_failed or incomplete and not is_failed)):
             continue
         if rd.lock_is_live():
             skipped.append(f"skipped {_name(rd)}: it is running now (its lock {rd.lock_file} is live)")
@@ -235,3 +237,22 @@ def clean(
     for line in skipped:
         print(line)
     _remove(store, runs, notes, yes)
+
+
+def _matching(store: Store, where: list[str] | None) -> list[RunDir]:
+    """The store's runs whose spec meets every --where condition (all of them without --where); a run
+    whose spec.json does not read meets none."""
+    from ..results import where as where_
+
+    runs = store.runs()
+    conditions = where_.parse_where(where)
+    if not conditions:
+        return runs
+    specs = {}
+    for rd in runs:
+        try:
+            specs[rd.run_id] = rd.spec()
+        except DamagedRecord:
+            continue
+    where_.check_keys(conditions, specs.values())
+    return [rd for rd in runs if rd.run_id in specs and where_.matches(specs[rd.run_id], conditions)]
