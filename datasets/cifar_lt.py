@@ -105,6 +105,7 @@ class _CifarLT(Benchmark):
     # normalization: the benchmark's own mean/std, CIFAR-10's, or those of the WB authors' code (WB_CODE_STD)
     choices = {"subset": ("cao", "first"), "normalization": ("own", "cifar10", "wb_code"),
                "report": ("test", "test_flip_avg")}
+    normalization_keys = ("normalization",)
     folder: ClassVar[str]
     train_files: ClassVar[list[str]]
     test_files: ClassVar[list[str]]
@@ -114,6 +115,8 @@ class _CifarLT(Benchmark):
     std: ClassVar[tuple[float, float, float]]
     tv_class: ClassVar[str]
     archive: ClassVar[str]
+    meta_file: ClassVar[str]  # the file of class names, and its key
+    names_key: ClassVar[str]
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)
@@ -135,6 +138,24 @@ class _CifarLT(Benchmark):
     def label(self, params: dict[str, Any]) -> str:
         text = f"{self.title} IR{params['imbalance']:g}"
         return text + (" (first-n subset)" if params["subset"] == "first" else "")
+
+    def read_class_names(self, params: dict[str, Any], data_root: Path,
+                         split_root: Path | None = None) -> list[str] | None:
+        """The names in the dataset's meta file (``batches.meta`` label_names, ``meta`` fine_label_names);
+        None when that file is not there."""
+        path = Path(data_root) / self.folder / self.meta_file
+        if not path.is_file():
+            return None
+        try:
+            with open(path, "rb") as f:
+                names = CifarUnpickler(f).load()[self.names_key]
+        except (NotCifarError, pickle.UnpicklingError, OSError, EOFError, KeyError, TypeError, ValueError) as exc:
+            raise LtbenchError(f"{path} is not a readable CIFAR meta file ({type(exc).__name__}); delete it and "
+                               f"download the python version of {self.title[:-3]} again.") from None
+        if not isinstance(names, list) or len(names) != self.num_classes:
+            raise LtbenchError(f"{path}: {self.names_key} is not a list of {self.num_classes} class names; delete it "
+                               f"and download the python version of {self.title[:-3]} again.")
+        return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
 
     def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -233,6 +254,8 @@ class Cifar10LT(_CifarLT):
     std = (0.2470, 0.2435, 0.2616)
     tv_class = "CIFAR10"
     archive = "cifar-10-python.tar.gz"
+    meta_file = "batches.meta"
+    names_key = "label_names"
 
 
 @benchmarks.register()
@@ -250,3 +273,5 @@ class Cifar100LT(_CifarLT):
     std = (0.2673, 0.2564, 0.2762)
     tv_class = "CIFAR100"
     archive = "cifar-100-python.tar.gz"
+    meta_file = "meta"
+    names_key = "fine_label_names"

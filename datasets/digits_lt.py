@@ -39,6 +39,10 @@ class DigitsLT(Benchmark):
     def label(self, params: dict[str, Any]) -> str:
         return f"{self.title} IR{params['imbalance']:g}"
 
+    def read_class_names(self, params: dict[str, Any], data_root: Path,
+                         split_root: Path | None = None) -> list[str]:
+        return [str(d) for d in range(self.num_classes)]  # class d is the digit d
+
     def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
              split_root: Path | None = None) -> Splits:
         import torch

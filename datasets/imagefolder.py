@@ -412,6 +412,7 @@ class ImageFolder(Benchmark):
         "and optionally val.txt, test.txt ('relative/path label' per line, paths relative to ROOT) and classes.txt "
         "(one class name per line).")
     default_backbone = "resnet50"
+    transform_keys = ("crop", "resize", "color_jitter")  # the ImageNet pipeline of a from-scratch backbone
     recipe_family = "imagenet_lt"  # the ImageNet-style protocol of the paper and kang recipes
     params: ClassVar[dict[str, Any]] = {
         "fingerprint": "",  # filled when a spec is resolved with a data root (module docstring)
@@ -428,6 +429,11 @@ class ImageFolder(Benchmark):
     def make_splits(self, source: Source, params: dict[str, Any]) -> tuple[dict[str, SplitList], dict[str, Any]]:
         """The train, val and test lists of ``source`` under ``params`` and the facts of the split."""
         return make_splits(source, params, self.name)
+
+    def read_class_names(self, params: dict[str, Any], data_root: Path,
+                         split_root: Path | None = None) -> list[str]:
+        """The class folders of train/ (sorted), or the lines of classes.txt (else the labels) beside split lists."""
+        return list(cached_scan(Path(data_root), split_root).classes)
 
     def data_params(self, data_root: Path, split_root: Path | None) -> dict[str, Any]:
         source = cached_scan(data_root, split_root)

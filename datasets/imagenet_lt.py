@@ -7,9 +7,10 @@ class). Model selection on val, reporting on test.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
-from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark, read_split_file
+from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark, read_names_file, read_split_file
 from ltbench.registry import benchmarks
 
 
@@ -42,6 +43,20 @@ class ImageNetLT(SplitFileBenchmark):
         "downloads when the network allows.")
     public_split_files = {"ImageNet_LT_val.txt": "data/ImageNet_LT/ImageNet_LT_val.txt",
                           "ImageNet_LT_test.txt": "data/ImageNet_LT/ImageNet_LT_test.txt"}
+    # wnid -> words: Kaggle's ILSVRC LOC_synset_mapping.txt, ImageNet's words.txt, Caffe's synset_words.txt
+    names_files = ("LOC_synset_mapping.txt", "words.txt", "synset_words.txt")
+
+    def name_classes(self, folders: list[str], names_file: Path | None) -> list[str]:
+        """The first of each wnid's words ("n01440764 tench, Tinca tinca" -> "tench"); a name that two
+        classes share gets its wnid ("crane (n02012849)"); the wnid where the file lacks it."""
+        words: dict[str, str] = {}
+        for line in read_names_file(names_file).splitlines() if names_file is not None else []:
+            fields = line.split(None, 1)  # "wnid words" or "wnid\twords"
+            if len(fields) == 2 and fields[1].split(",")[0].strip():
+                words[fields[0]] = fields[1].split(",")[0].strip()
+        first = [words.get(w, w) for w in folders]
+        shared = Counter(first)
+        return [f"{n} ({w})" if shared[n] > 1 and n != w else n for n, w in zip(first, folders, strict=True)]
 
     def prepare_local(self, root: Path, split_dir: Path) -> list[str]:
         """Sort a flat ILSVRC-2012 validation folder (ROOT/val/ILSVRC2012_val_*.JPEG) into the class

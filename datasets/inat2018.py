@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark
+from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark, read_names_file
 from ltbench.errors import LtbenchError
 from ltbench.registry import benchmarks
 
@@ -56,6 +56,24 @@ class INat2018(SplitFileBenchmark):
         "the annotation files, as `ltbench data prepare inat2018` does; the val list is in the repository and "
         "is downloaded when the network allows).")
     public_split_files = {"iNaturalist18_val.txt": "data/iNaturalist18/iNaturalist18_val.txt"}
+    # the taxonomy released after the 2018 competition, else the categories of the (smaller) val annotations
+    names_files = ("categories.json", "val2018.json")
+
+    def name_classes(self, folders: list[str], names_file: Path | None) -> list[str]:
+        """The species name of each category id (the label), from categories.json (a list of {"id",
+        "name", ...}) or an annotation file's "categories"; the folder ("Plantae/7477") where a name is
+        missing or only the id."""
+        names: dict[int, str] = {}
+        if names_file is not None:
+            try:
+                data = json.loads(read_names_file(names_file))
+            except ValueError:
+                raise LtbenchError(f"{names_file} is not JSON; download it again, or remove it (then the class "
+                                   "folders name the classes).") from None
+            categories = data.get("categories", []) if isinstance(data, dict) else data
+            names = {c["id"]: str(c["name"]) for c in categories if isinstance(c, dict)
+                     and type(c.get("id")) is int and isinstance(c.get("name"), str) and c["name"].strip()}
+        return [n if (n := names.get(c, "")) and not n.isdigit() else f for c, f in enumerate(folders)]
 
     def prepare_local(self, root: Path, split_dir: Path) -> list[str]:
         """Write the missing split lists from train2018.json / val2018.json (under ROOT or the split

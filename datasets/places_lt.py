@@ -6,7 +6,9 @@ ImageNet weights (`ltbench run --init-weights FILE`). Model selection on val, re
 
 from __future__ import annotations
 
-from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark
+from pathlib import Path
+
+from ltbench.data.splitfile import SplitFacts, SplitFileBenchmark, read_names_file
 from ltbench.registry import benchmarks
 
 
@@ -36,3 +38,19 @@ class PlacesLT(SplitFileBenchmark):
         "downloads when the network allows.")
     public_split_files = {name: f"data/Places_LT/{name}" for name in
                           ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt")}
+    names_files = ("categories_places365.txt",)  # Places365's "/a/apartment_building/outdoor 8" lines
+
+    def name_classes(self, folders: list[str], names_file: Path | None) -> list[str]:
+        """The category of each class folder as categories_places365.txt writes it, without its letter
+        ("apartment_building-outdoor" -> "apartment_building/outdoor"); the folder name without the file."""
+        names: dict[str, str] = {}
+        for line in read_names_file(names_file).splitlines() if names_file is not None else []:
+            parts = _category_parts(line.split()[0]) if line.split() else []
+            names["-".join(parts)] = "/".join(parts)
+        return [names.get("-".join(_category_parts(f)), f) for f in folders]
+
+
+def _category_parts(path: str) -> list[str]:
+    """"/a/apartment_building/outdoor" or "a/airfield" or "airfield" -> its words without the letter folder."""
+    parts = [p for p in path.split("/") if p]
+    return parts[1:] if len(parts) > 1 and len(parts[0]) == 1 else parts

@@ -42,7 +42,7 @@ _map_checkout_plugins()
 
 # The Python API (ltbench.api): `from ltbench import run, table`. Imported on first use, so that
 # `import ltbench` (and every command) stays light; torch comes only with what trains.
-API = ("run", "table")
+API = ("run", "table", "plot")
 
 
 def __getattr__(name: str) -> object:

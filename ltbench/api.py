@@ -1,4 +1,4 @@
-"""The Python API, for notebooks and scripts: ``ltbench.run`` and ``ltbench.table``.
+"""The Python API, for notebooks and scripts: ``ltbench.run``, ``ltbench.table`` and ``ltbench.plot``.
 
 They take the command line's names and defaults and go through the code that `ltbench run` and
 `ltbench table` use (this module holds that shared code: the selection of runs, config files
@@ -10,6 +10,7 @@ and record as the same run started from the shell::
                           set={"stage2.epochs": 2}, results="results")
     rows = ltbench.table(dataset="digits_lt", results="results")       # a list of dicts
     print(ltbench.table(dataset="digits_lt", results="results", fmt="github"))
+    fig = ltbench.plot("norms", [r["run_id"] for r in records], results="results")  # a matplotlib Figure
 
 torch is imported when something trains, not when this module is imported.
 """
@@ -101,6 +102,7 @@ def table_data(results: Path, benchmark: Names, method: Names, select: str = "va
     from .results import where as where_
     from .results.store import Store
     from .results.tables import build_table, is_eval, read_records
+    from .tune.rows import with_tuned_rows
 
     if select not in ("val", "last"):
         raise LtbenchError(f"--select {select!r}: expected val or last.")
@@ -109,6 +111,7 @@ def table_data(results: Path, benchmark: Names, method: Names, select: str = "va
     benchmark_names, method_names = known_names(benchmark_text, method_text)
     records = read_records(Store(results), benchmark_names, evals=True)
     records.results = where_.select(records.results, where_.parse_where(where))
+    records.results, tune_notes = with_tuned_rows(records.results, Path(results), select)  # `ltbench tune`'s rows
     chosen = [r for r in records.results if is_eval(r) == evals]
     others = [r for r in records.results if is_eval(r) != evals and (not method_names or r["method"] in method_names)]
     t = build_table(chosen, benchmarks=benchmark_names, methods=method_names, select=select, reference=reference,
@@ -127,7 +130,7 @@ def table_data(results: Path, benchmark: Names, method: Names, select: str = "va
                            + "".join(f" ({n})" for n in records.notes() + [elsewhere] if n) + f"; {how}.")
     if evals:
         t["title"] = t["title"].replace("test top-1 (%)", "`ltbench eval` top-1 (%) of trained models", 1)
-    t["notes"] += records.notes(t) + ([elsewhere] if elsewhere else [])
+    t["notes"] += records.notes(t) + ([elsewhere] if elsewhere else []) + (tune_notes if not evals else [])
     t["record_notes"] = records.notes(t) + ([elsewhere] if elsewhere else [])
     return t
 
@@ -139,7 +142,7 @@ def format_table(t: dict[str, Any], fmt: str) -> str:
     if fmt not in FORMATS:
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     shown = {k: v for k, v in t.items() if k != "record_notes"}
-    title = {"github": f"{t['title']}\n", "latex": f"% {t['title']}\n"}.get(fmt, "")
+    title = {"github": f"{t['title']}\n", "markdown": f"{t['title']}\n\n", "latex": f"% {t['title']}\n"}.get(fmt, "")
     return title + render(shown, fmt)
 
 
@@ -179,8 +182,8 @@ def run(method: Names = None, dataset: Names = None, *, imbalance: float | None 
 
     ``method``/``dataset``: a name, "a,b" or a list (default: the built-in methods on digits_lt);
     ``seed``: an int, "0,1" or a list; ``set``: ["STAGE.KEY=VALUE", ...] or {"STAGE.KEY": value};
-    ``config``: a config file or a shipped config's name (ltbench.spec.config); ``progress``: rich bars
-    (None: when stderr is a terminal); ``dry_run``: print the plan, return []; ``launcher``: inline (this
+    ``config``: a config file or a shipped config's name (ltbench.spec.config); ``progress``: bars (None: in a
+    notebook with ipywidgets, or when stderr is a terminal; False: a log line per epoch); ``dry_run``: print the plan, return []; ``launcher``: inline (this
     process), local or slurm, with the launch options of the command line as keywords (``max_jobs``,
     ``time_min``, ``gpus``, ``partition``, ...). Raises LtbenchError for anything a user can get wrong
     (a wrong type included), before anything is written."""
@@ -202,7 +205,8 @@ def table(dataset: Names = None, method: Names = None, *, select: str = "val", r
 
     Without ``fmt``: a list of dicts, one per cell (``table_rows``: method, benchmark, many, medium,
     few, all, std, n, seeds, norm_ratio, selected_on_test; paper and delta with ``reference``). With
-    ``fmt`` ("github", "latex", "csv" or "json"): the text that `ltbench table --format FMT` prints.
+    ``fmt`` ("github", "markdown", "latex", "csv", "csv-wide" or "json"): the text that `ltbench table
+    --format FMT` prints.
     ``where``: ["KEY=VALUE", ...] or {"KEY": value}, as --where (e.g. {"train.epochs": 200}); ``evals``:
     the table of the `ltbench eval` records instead; ``mix_protocols``: choose on validation across
     epoch counts, recipes and backbones too (by default each is a row of its own)."""
@@ -213,3 +217,63 @@ def table(dataset: Names = None, method: Names = None, *, select: str = "val", r
     t = table_data(Path(results), dataset, method, select, reference, where, evals=evals,
                    mix_protocols=mix_protocols)
     return table_rows(t) if fmt is None else format_table(t, fmt)
+
+
+def plot_records(kind: str, run_ids: list[str] | None, results: str | Path, benchmark: Names = None,
+                 method: Names = None, where: list[str] | None = None) -> list[dict[str, Any]]:
+    """The finished records that `ltbench plot KIND` draws: the runs named (ids or prefixes), or for
+    ``wd`` every done run of the benchmarks and methods given; then --where. One LtbenchError for a run
+    that is not finished or damaged, for none left, or for runs of several benchmarks (norms, accuracy)."""
+    from rich.markup import escape
+
+    from .results import where as where_
+    from .results.tables import read_records
+
+    store = Store(Path(results))
+    if run_ids:
+        dirs = [store.find(r) for r in run_ids]
+        unfinished = [d.run_id for d in dirs if not d.is_done()]
+        if unfinished:
+            raise LtbenchError(f"run(s) {', '.join(unfinished)} are not finished; `ltbench status` shows them.")
+        damaged = [str(p) for p in (d.record_damage() for d in dirs) if p is not None]
+        if damaged:
+            raise LtbenchError(" ".join(damaged))
+        chosen = [d.result() for d in dirs]
+    elif kind == "wd":
+        benchmark_names, method_names = known_names(benchmark, method)
+        records = read_records(store, benchmark_names)
+        chosen = [r for r in records.results if not method_names or r["method"] in method_names]
+        for d in [d for d in records.damaged if not method_names or d.path.parent.parent.name in method_names]:
+            err.print(f"warning: left out as damaged: {escape(str(d))}", highlight=False, soft_wrap=True)
+    else:
+        raise LtbenchError(f"`ltbench plot {kind}` needs run ids (see `ltbench status`).")
+    chosen = where_.select(chosen, where_.parse_where(where))
+    if not chosen:
+        raise LtbenchError(f"no finished runs in {results} match.")
+    if kind not in ("wd", "confusion") and len({r["label"] for r in chosen}) > 1:  # confusion: one run
+        raise LtbenchError(f"`ltbench plot {kind}` compares runs of one benchmark; these come from "
+                           f"{', '.join(sorted({r['label'] for r in chosen}))}.")
+    return chosen
+
+
+def plot(kind: str, runs: Names = None, *, results: str | Path = DEFAULT_RESULTS, dataset: Names = None,
+         method: Names = None, where: list[str] | dict[str, Any] | None = None,
+         output: str | Path | None = None) -> Any:
+    """The figure that `ltbench plot KIND` draws, as a matplotlib Figure: a notebook shows it as the
+    cell's value (once: it is not left among pyplot's open figures), a script can ``fig.savefig(...)``.
+    ``kind``: norms, accuracy, wd or confusion; ``runs``: run ids or prefixes (a list or "a,b"; wd:
+    default every done run of ``dataset``/``method``); ``where`` as in ``table``; ``output``: also write
+    the figure to this .png file."""
+    from .results.plots import PLOTTERS, _save
+
+    if kind not in PLOTTERS:
+        raise LtbenchError(f"ltbench.plot({kind!r}): expected one of {', '.join(PLOTTERS)}.")
+    if isinstance(where, dict):
+        import json
+
+        where = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in where.items()]
+    run_ids = [r.strip() for r in runs.split(",") if r.strip()] if isinstance(runs, str) else list(runs or [])
+    fig = PLOTTERS[kind](plot_records(kind, run_ids, results, dataset, method, where), None)
+    if output is not None:
+        _save(fig, Path(output))
+    return fig

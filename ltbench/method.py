@@ -21,14 +21,16 @@ if TYPE_CHECKING:  # torch is imported lazily so that `ltbench list/table/status
 @dataclass(frozen=True)
 class Presentation:
     """How a method is shown, declared in one place: ``order``, its row's place in tables (the built-ins
-    from 0 to 71; plugins after them, by name); ``stage1_row``, for a decoupled method whose stage-1 run
+    from 0 to 73; plugins after them, by name); ``stage1_row``, for a decoupled method whose stage-1 run
     is a row of its own, (that row's name, its order); ``in_default_run``: part of `ltbench run` without
     --method (the weight-balancing paper's comparison set, the README's quickstart), else it runs with
-    --method NAME or --method all."""
+    --method NAME or --method all; ``in_all``: part of --method all (False: only by name, as the methods
+    that need a foundation model's weights, zeroshot and lift)."""
 
     order: float = 100.0
     stage1_row: tuple[str, float] | None = None
     in_default_run: bool = True
+    in_all: bool = True
 
 
 @dataclass
@@ -50,6 +52,11 @@ class StageContext:
     # the stage's engine options (ltbench.engine.stage_options.StageOptions: MaxNorm's radius, the class
     # weights of re-weighting, ...), made by the engine as the stage starts, after ``prepare``
     options: Any = None
+    # the benchmark's class names (label order; Benchmark.read_class_names), None where it has none
+    class_names: list[str] | None = None
+    # True where the model's weights are loaded right after ``prepare`` (`ltbench eval`): prepare need only
+    # shape the model, not initialise it (e.g. a head from text features)
+    restoring: bool = False
 
     def __post_init__(self) -> None:
         from .spec.schema import settings_of
@@ -77,6 +84,12 @@ class Method:
     overrides: ClassVar[frozenset[str]] = frozenset()
     # How tables and `ltbench run` show it (row order, its stage-1 run as a row, the quickstart's set).
     presentation: ClassVar[Presentation] = Presentation()
+    # True when the method reads the benchmark's class names (``ctx.class_names``, e.g. for CLIP text features):
+    # a run is refused before anything is written when the benchmark cannot say them
+    needs_class_names: ClassVar[bool] = False
+    # What `ltbench tune` searches when no --search names a key of this method: STAGE.KEY=RANGE items as
+    # --search writes them (ltbench.tune.space), stage1.KEY for a decoupled method's stage-1 run.
+    search_space: ClassVar[tuple[str, ...]] = ("train.lr=log:1e-3..0.5", "train.weight_decay=log:1e-5..1e-1")
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         """The method's hyperparameters of ``stage`` and their defaults: its own keys (e.g. ``beta``),
@@ -156,6 +169,12 @@ class Method:
     def finalize(self, model: torch.nn.Module, ctx: StageContext) -> None:
         """Post-hoc transform of the selected model, before the final evaluation."""
 
+    def report_model(self, model: torch.nn.Module, ctx: StageContext) -> torch.nn.Module:
+        """The module that the final report (on images) and `ltbench eval` score (``ctx``: the last stage's):
+        the model itself, or e.g. LIFT's test-time ensembling of crops around it (ltbench.models.tte). What
+        is saved is always ``model``."""
+        return model
+
 
 def check_hparam_names(method: type[Method]) -> list[str]:
     """Name clashes between a method's keys and the engine's: every engine key that ``hparams()``
@@ -189,12 +208,15 @@ class ClassifierRetraining(Method):
 
     stage1 = "ce"
     stages = ("stage2",)
+    search_space = ("stage1.weight_decay=log:1e-5..1e-1", "stage2.lr=log:1e-3..0.3")
     overrides = frozenset({"epochs", "lr", "schedule", "warmup_epochs", "augment", "frozen_bn",
                            "batch_size", "lr_scaling", "base_batch", "lr_update"})
 
     def stage1_hparams(self, recipe: str, family: str) -> dict[str, Any]:
         from .spec.recipes import TUNED_WEIGHT_DECAY
 
+        if recipe == "lift":  # fine-tuning a pretrained backbone: the recipe's weight decay (LIFT's 5e-4), not the
+            return {}  # value tuned for training a ResNet from scratch
         return {"weight_decay": TUNED_WEIGHT_DECAY[family]} if family in TUNED_WEIGHT_DECAY else {}
 
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:

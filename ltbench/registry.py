@@ -29,6 +29,8 @@ class Registry:
     group: str  # entry-point group
     builtin_module: str  # imported before first lookup so its decorators run
     validate: Callable[[Any], list[str]] | None = None  # problems of an entry, refused when it registers
+    # "prefix:rest" names made on demand (backbones: "timm:<name>"): prefix -> a function of rest to the entry
+    prefixes: dict[str, Callable[[str], Any]] = field(default_factory=dict)
     _entries: dict[str, Entry] = field(default_factory=dict)
     _builtins_loaded: bool = False
 
@@ -90,6 +92,10 @@ class Registry:
         points = self._plugin_points()
         if name in points:
             return self._load_plugin(points[name])
+        prefix, colon, rest = name.partition(":")
+        if colon and prefix in self.prefixes:
+            obj = self.prefixes[prefix](rest)
+            return Entry(name, obj, f"builtin ({obj.__module__}, {prefix}:<name>)")
         known = self.names()
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -110,4 +116,5 @@ def _method_problems(obj: Any) -> list[str]:
 
 methods = Registry("method", "ltbench.methods", "ltbench.methods", validate=_method_problems)
 benchmarks = Registry("benchmark", "ltbench.datasets", "ltbench.datasets")
-backbones = Registry("backbone", "ltbench.backbones", "ltbench.models.experts")  # experts imports backbones: both register
+# pretrained imports backbones and experts: all three register
+backbones = Registry("backbone", "ltbench.backbones", "ltbench.models.pretrained")

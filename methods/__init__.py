@@ -8,6 +8,7 @@ from . import (  # noqa: F401  # noqa: F401  (issue 16: focal losses, MiSLAS, Di
     disalign,
     focal,
     ldam_drw,
+    lift,  # noqa: F401  (issue 24: foundation models; zeroshot too)
     logit_adjust,
     lws,
     mislas,
@@ -15,4 +16,5 @@ from . import (  # noqa: F401  # noqa: F401  (issue 16: focal losses, MiSLAS, Di
     sade,
     tau_norm,
     wb,
+    zeroshot,
 )

@@ -57,6 +57,7 @@ class LogitAdjustedPosthoc(ClassifierRetraining):
     presentation = Presentation(order=52)
     description = "post-hoc logit adjustment of the stage-1 model: z - tau log(prior)"
     stages = ("posthoc",)
+    search_space = ("stage1.weight_decay=log:1e-5..1e-1", "posthoc.tau=0..2")
     settings = (Setting("tau", 1.0, "predict argmax z - tau log(prior) (0: the stage-1 model as it is)", "post-hoc",
                         low=0),)
 

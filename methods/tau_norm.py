@@ -32,6 +32,7 @@ class TauNorm(ClassifierRetraining):
     presentation = Presentation(order=51)
     description = "post-hoc w/||w||^tau, tau chosen on validation (Kang et al. 2020)"
     stages = ("posthoc",)
+    search_space = ("stage1.weight_decay=log:1e-5..1e-1",)  # tau is chosen on validation already
     # select is the engine's (val | test | last); here it names the split that picks tau: val or test (check)
     settings = (
         Setting("tau_min", 0.0, "the smallest tau of the sweep (tau 0: w unchanged; 1: L2-normalised)", "post-hoc",

@@ -35,6 +35,8 @@ class WB(ClassifierRetraining):
     overrides = ClassifierRetraining.overrides | {"weight_decay", "select",  # set on purpose
                                                   "maxnorm", "threshold", "maxnorm_every"}
     description = "weight balancing: tuned-WD CE, then CB loss + WD + MaxNorm on the classifier"
+    # `ltbench tune`: the two weight decays (the authors found the first by Bayesian optimisation)
+    search_space = ("stage1.weight_decay=log:1e-4..1e-1", "stage2.weight_decay=log:1e-3..1")
     # threshold and maxnorm_every are the engine's (its MaxNorm group), declared and checked there
     settings = (Setting("loss", "cb", "stage 2's loss: class-balanced (cb, beta and cb_form) or plain CE", "loss",
                         choices=("ce", "cb")), BETA, CB_FORM)

@@ -24,6 +24,7 @@ for r in records:
 
 rows = ltbench.table(dataset="digits_lt")          # one dict per (method, benchmark)
 print(ltbench.table(dataset="digits_lt", fmt="github"))
+fig = ltbench.plot("norms", [r["run_id"] for r in records if r["seed"] == 0])  # a Figure; shown inline
 """
 
 
@@ -32,6 +33,7 @@ def test_readme_example_runs_and_matches_the_records_on_disk(tmp_path, monkeypat
     scope: dict = {}
     exec(README_EXAMPLE.replace("epochs=40", "epochs=1"), scope)  # noqa: S102 (the README's own text)
     records, rows = scope["records"], scope["rows"]
+    assert len(scope["fig"].axes[0].lines) == 2  # ltbench.plot: the norms of ce and wb (seed 0), a Figure
     # one record per (method, seed), in the order asked; the ids the CLI resolves
     expected = [resolve(m, "digits_lt", epochs=1, seed=s) for m in ("ce", "wb") for s in (0, 1)]
     assert [(r["method"], r["seed"], r["run_id"]) for r in records] == [(s.method, s.seed, s.run_id) for s in expected]

@@ -228,7 +228,7 @@ def test_a_damaged_file_gives_a_clear_message_and_no_traceback(store, tmp_path, 
     (tmp_path / "a-file.txt").write_text("not a folder\n")
     (tmp_path / "a-folder").mkdir()
     out = tmp_path / (case.plot_out or "norms.png")
-    commands = {"table": ["table", "--results", root], "status": ["status", "--results", root],
+    commands = {"table": ["table", "--results", root], "status": ["status", "--results", root, "--wide"],
                 "plot norms": ["plot", "norms", plot_id, "-o", out, "--results", root],
                 "plot wd": ["plot", "wd", "-o", tmp_path / "wd.png", "--results", root]}
     fill = {"path": str(path), "file": path.name, "id": target_id, "run": str(rd.path) if rd else ""}

@@ -116,7 +116,7 @@ def test_status_tells_runs_apart_and_run_prints_roles(tmp_path):
     posthoc = invoke("run", "-m", "tau_norm", "--epochs", 2, "--results", tmp_path)
     assert "post-hoc: no training of its own" in posthoc.output and "selected epoch None" not in posthoc.output
     assert invoke("run", "-m", "ce", "--epochs", 2, "--set", "train.lr=0.1", "--results", tmp_path).exit_code == 0
-    out = runner.invoke(app, ["status", "--results", str(tmp_path)], terminal_width=200).output
+    out = runner.invoke(app, ["status", "--results", str(tmp_path)], env={"COLUMNS": "200"}).output  # one line a run
     rows = {line.split()[2]: line for line in out.splitlines()[2:] if line.count(" ") > 5 and "done" in line}
     lr_row = next(line for line in out.splitlines() if "train.lr=0.1" in line)
     assert "train.epochs=2" in lr_row and " ce " in lr_row

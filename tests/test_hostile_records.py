@@ -263,7 +263,7 @@ def test_status_shows_one_line_per_failed_job_never_a_traceback(tmp_path):
     entry = {"launcher": "local", "folder": str(folder), "host": os.uname().nodename, "gpus": []}
     Manifest(tmp_path).record("ltbench sweep", "local", specs, [
         Launched(None, [a, b], {**entry, "job_id": job1}), Launched(None, [c], {**entry, "job_id": job2})])
-    s = invoke("status", "--results", tmp_path)
+    s = invoke("status", "--results", tmp_path, "--wide")  # one line a failed run
     assert s.exit_code == 0, s.output
     failed = [ln for ln in s.output.splitlines() if ln.startswith("failed: ")]
     assert sorted(failed) == sorted([f"failed: {a} (ce on digits_lt, seed 0): {missing}",
@@ -279,7 +279,7 @@ def test_status_shows_the_last_line_of_a_failed_runs_traceback(made, root):
     tb = 'Traceback (most recent call last):\n  File "/x/progress.py", line 50, in end_epoch\n    print(...)\n' \
          "BrokenPipeError: [Errno 32] Broken pipe\n"
     rd.failed_file.write_text(json.dumps({"error": tb, "time": 1.0}))
-    s = invoke("status", "--results", root)
+    s = invoke("status", "--results", root, "--wide")  # one line a failed run
     assert s.exit_code == 0, s.output
     assert f"failed: {rd.run_id} (ce on digits_lt, seed 0): BrokenPipeError: [Errno 32] Broken pipe" in s.output
     assert "Traceback" not in s.output and 'File "' not in s.output, s.output

@@ -83,7 +83,7 @@ def test_imports_from_the_root_tests_and_elsewhere(installed, tmp_path):
         if expected is not None:  # the checkout shadows the install there: its plugins are mapped in
             assert out.stdout.strip() == str(checkout / "ltbench" / "__init__.py")
     listing = _ltbench(installed, "list", "methods")
-    assert "wb" in listing.stdout and "builtin" in listing.stdout
+    assert "wb" in listing.stdout and "built-in" in listing.stdout
 
 
 def test_two_local_launcher_runs_from_the_repository_root(installed):

@@ -57,3 +57,26 @@ def test_plot_errors(tmp_path):
     (victim / "DONE").unlink()
     r = runner.invoke(app, ["plot", "norms", victim.name, "--results", str(copy)])
     assert r.exit_code == 2 and "not finished" in r.output
+
+
+def test_the_api_returns_the_figure_for_a_notebook_and_writes_it_when_asked(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    import ltbench
+    from ltbench.errors import LtbenchError
+
+    ids = _ids("ce") + _ids("wb")
+    fig = ltbench.plot("norms", ids, results=RECORDS)
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == len(ids)  # drawn: one line per run
+    assert not plt.fignum_exists(fig.number)  # not among pyplot's open figures: a notebook shows it once, as the value
+    fig.savefig(tmp_path / "later.png")  # a returned figure still draws
+    assert png_size(tmp_path / "later.png")[0] >= 600
+    out = tmp_path / "norms.png"
+    again = ltbench.plot("norms", ",".join(ids), results=RECORDS, output=out)
+    assert isinstance(again, Figure) and png_size(out)[0] >= 600
+    assert isinstance(ltbench.plot("wd", results=RECORDS), Figure)  # wd: every done run by default
+    with pytest.raises(LtbenchError, match="expected one of norms, accuracy, wd, confusion"):
+        ltbench.plot("histogram", results=RECORDS)
+    with pytest.raises(LtbenchError, match="needs run ids"):
+        ltbench.plot("norms", results=RECORDS)

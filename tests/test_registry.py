@@ -61,8 +61,8 @@ def test_plugin_through_an_entry_point(tmp_path, monkeypatch):
 def test_plugin_shows_in_ltbench_list_and_trains(tmp_path):
     _fake_distribution(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "ltbench.cli.app", "list", "methods"], env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-m", "ltbench.cli.app", "list", "methods", "--wide"], env=env,
+                         capture_output=True, text=True)  # --wide: one line a method, its origin in full
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("focal_plugin"))
     assert "plugin ltbench-focal" in line and "focal loss" in line

@@ -90,7 +90,7 @@ def test_default_columns_and_missing_cells(results):
     cifar = next(m for m in t["missing"] if m["column"] == "CIFAR-100-LT IR100")
     # the methods with records, and those with published numbers for that column
     assert cifar["command"].startswith("ltbench run --method ce,wb,cb,focal,cb_focal,ldam_drw,logit_adj,bcl,crt,lws,"
-                                       "mislas,disalign,tau_norm,sade,ride --dataset cifar100_lt --imbalance 100")
+                                       "mislas,disalign,tau_norm,sade,ride,lift --dataset cifar100_lt --imbalance 100")
     assert "PaCo (not in ltbench)" in t["rows"]  # published-only rows are listed, never "missing"
     assert all("PaCo" not in m["rows"] for m in t["missing"])
     md = render(t, "github")

@@ -335,7 +335,7 @@ def test_maxnorm_on_ce_keeps_every_row_within_the_radius(tmp_path, every):
 
 def test_wb_numbers_are_those_of_before_maxnorm_moved_into_the_engine(tmp_path):
     """A 2 + 2 epoch wb run on digits-LT, per step and per epoch: the numbers computed with WB's own
-    MaxNorm hooks (before this change), bit for bit."""
+    MaxNorm hooks (before this change), to float32's rounding (bit for bit on the CPU they came from)."""
     radius = 0.5600312948226929
     cases = {
         "step": ("7aef092d9032", [0.5519164800643921, 0.5518269538879395, 0.5525459051132202, 0.5525510311126709,
@@ -349,7 +349,8 @@ def test_wb_numbers_are_those_of_before_maxnorm_moved_into_the_engine(tmp_path):
             ["stage2.maxnorm_every=epoch"] if every == "epoch" else []))
         assert spec.run_id == run_id
         r = execute(spec, store, OPTS)
-        assert r["classifier_norms"] == norms, every
+        # bit for bit on the machine they were recorded on; another CPU's SIMD rounds float32 sums differently
+        assert r["classifier_norms"] == pytest.approx(norms, rel=1e-6, abs=0), every
         assert r["test"]["per_class"] == [100.0, 98.0] + [0.0] * 8
         assert r["method_record"]["maxnorm_radius"] == radius
         assert r["method_record"]["stage2_tricks"]["maxnorm"] == {"radius": radius, "threshold": 0.1, "every": every}

@@ -74,53 +74,15 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 @user_errors
-def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones, configs, settings or all")) -> None:
+def list_(kind: str = typer.Argument("all", help="methods, benchmarks, backbones, configs, settings or all"),
+          wide: bool = typer.Option(False, "--wide", help="one line per row, however wide (default: fit the "
+                                    "terminal, 80 columns in a pipe)")) -> None:
     """Show the registered methods, benchmarks and backbones, where each comes from, and its defaults;
     `list settings`: every engine setting of a stage (--set STAGE.KEY=VALUE) with its default, allowed
     values and help."""
-    from tabulate import tabulate
+    from .listing import print_listing
 
-    if kind in ("settings", "setting"):  # the schema (ltbench.spec.schema), then each method's own keys
-        from ..registry import methods
-        from ..spec.schema import all_engine_settings, settings_table
-
-        sections = [("every training stage (the engine's)", all_engine_settings())]
-        sections += [(f"method {e.name} (its own keys)", e.obj.settings) for e in methods.entries() if e.obj.settings]
-        for title, settings in sections:
-            print(f"{title}:")
-            print(tabulate(settings_table(settings), headers=["key", "default", "allowed", "group", "what"],
-                           tablefmt="simple", maxcolwidths=[None, None, 24, None, 60]))
-            print()
-        return
-    if kind in ("configs", "config"):  # the shipped config files (`ltbench run --config NAME`)
-        from ..spec.config import shipped_summaries
-
-        print(tabulate(shipped_summaries(), headers=["config", "what"], tablefmt="simple"))
-        return
-    from ..registry import backbones, benchmarks, methods
-
-    kinds = {"methods": methods, "benchmarks": benchmarks, "backbones": backbones}
-    kind = kind if kind in kinds or kind == "all" or f"{kind}s" not in kinds else f"{kind}s"  # `list method`
-    if kind != "all" and kind not in kinds:
-        raise LtbenchError(f"`ltbench list {kind}`: expected one of methods, benchmarks, backbones, configs, settings, all.")
-    for name in ([kind] if kind != "all" else list(kinds)):
-        rows = []
-        for e in kinds[name].entries():
-            obj = e.obj
-            if name == "methods":
-                desc = getattr(obj, "description", "")
-                defaults = f"stages: {', '.join(obj.stages)}; recipe: {obj.default_recipe}" + \
-                    ("" if obj.presentation.in_default_run else "; only with -m NAME|all")
-            elif name == "benchmarks":
-                desc = f"{obj.title}, {obj.num_classes or 'its own'} classes"
-                defaults = ", ".join(f"{k}={v}" for k, v in obj.params.items()) + f"; backbone: {obj.default_backbone}"
-            else:
-                desc = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
-                defaults = ""
-            rows.append([e.name, desc, defaults, e.origin])
-        print(f"{name}:")
-        print(tabulate(rows, headers=["name", "what", "defaults", "origin"], tablefmt="simple"))
-        print()
+    print_listing(kind, wide)
 
 
 @user_errors
@@ -163,12 +125,14 @@ def status(
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     sweep: str = typer.Option("all", "--sweep", help="all | latest | a sweep id (`ltbench sweep` prints it)"),
     where: Where = None,
+    wide: bool = typer.Option(False, "--wide", help="one line per run, however wide (default: fit the terminal, "
+                              "80 columns in a pipe)"),
 ) -> None:
     """done / running / queued / failed / unfinished runs, from the store and the scheduler (SLURM's
     squeue/sacct for launched jobs); failed runs with the last lines of their error."""
     from .sweep import show_status
 
-    show_status(results, sweep, where)
+    show_status(results, sweep, where, wide)
 
 
 @user_errors
@@ -191,7 +155,8 @@ def show(
 def table(
     benchmark: str | None = typer.Option(None, "--dataset", "-d", help="benchmark(s), comma-separated (default: the WB paper's five + any with records)"),
     method: str | None = typer.Option(None, "--method", "-m", help="method(s), comma-separated"),
-    fmt: str = typer.Option("github", "--format", help="github | latex | csv | json"),
+    fmt: str = typer.Option("github", "--format", help="github | markdown | latex (best in bold) | csv | csv-wide "
+                            "(one line per row) | json"),
     reference: bool = typer.Option(False, "--reference", help="put the published numbers beside ours"),
     select: str = typer.Option("val", "--select", help="val: hyperparameters chosen on validation | last: every configuration, last epoch"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
@@ -208,15 +173,16 @@ def table(
         raise LtbenchError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}.")
     t = table_data(results, benchmark, method, select, reference, where, evals=evals, mix_protocols=mix_protocols)
     print(format_table(t, fmt))
-    if fmt == "csv":  # a format without footnotes: they go to stderr
+    if fmt in ("csv", "csv-wide"):  # formats without footnotes: they go to stderr
         for note in t["record_notes"]:
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @user_errors
 def plot(
-    kind: str = typer.Argument(..., help="norms | accuracy | wd | confusion"),
-    run_ids: list[str] = typer.Argument(None, help="run ids (prefixes); wd: default all done runs that match the filters"),
+    kind: str = typer.Argument(..., help="norms | accuracy | wd | confusion | tune"),
+    run_ids: list[str] = typer.Argument(None, help="run ids (prefixes); wd: default all done runs that match the filters; "
+                                        "tune: a study's name"),
     output: Path | None = typer.Option(None, "-o", "--output", help="PNG file (default: ltbench-KIND.png)"),
     benchmark: str | None = typer.Option(None, "--dataset", "-d", help="wd: benchmark(s) to include"),
     method: str | None = typer.Option(None, "--method", "-m", help="wd: method(s) to include"),
@@ -226,39 +192,17 @@ def plot(
     """Figures from records: classifier weight norms, per-class accuracy, accuracy against weight decay, one run's
     test confusion matrix (`plot confusion RUN_ID`)."""
     from ..results.plots import KINDS, PLOTTERS
-    from ..results.store import Store
-    from ..results.tables import read_records
 
     if kind not in KINDS:
         raise LtbenchError(f"`ltbench plot {kind}`: expected one of {', '.join(KINDS)}.")
-    store = Store(results)
-    if run_ids:
-        dirs = [store.find(r) for r in run_ids]
-        unfinished = [d.run_id for d in dirs if not d.is_done()]
-        if unfinished:
-            raise LtbenchError(f"run(s) {', '.join(unfinished)} are not finished; `ltbench status` shows them.")
-        damaged = [str(p) for p in (d.record_damage() for d in dirs) if p is not None]
-        if damaged:
-            raise LtbenchError(" ".join(damaged))
-        chosen = [d.result() for d in dirs]
-    elif kind == "wd":
-        from ..spec.request import known_names
+    if kind == "tune":  # a study of `ltbench tune`, not runs (ltbench.tune.plots)
+        from ..tune.plots import plot_study
 
-        benchmark_names, method_names = known_names(benchmark, method)
-        records = read_records(store, benchmark_names)
-        chosen = [r for r in records.results if not method_names or r["method"] in method_names]
-        for d in [d for d in records.damaged if not method_names or d.path.parent.parent.name in method_names]:
-            err.print(f"warning: left out as damaged: {escape(str(d))}", highlight=False, soft_wrap=True)
-    else:
-        raise LtbenchError(f"`ltbench plot {kind}` needs run ids (see `ltbench status`).")
-    from ..results import where as where_
+        print(f"wrote {plot_study(results, run_ids, output)}")
+        return
+    from ..api import plot_records
 
-    chosen = where_.select(chosen, where_.parse_where(where))
-    if not chosen:
-        raise LtbenchError(f"no finished runs in {results} match.")
-    if kind != "wd" and len({r["label"] for r in chosen}) > 1:
-        raise LtbenchError(f"`ltbench plot {kind}` compares runs of one benchmark; these come from "
-                           f"{', '.join(sorted({r['label'] for r in chosen}))}.")
+    chosen = plot_records(kind, run_ids, results, benchmark, method, where)
     path = PLOTTERS[kind](chosen, output or Path(f"ltbench-{kind}.png"))
     print(f"wrote {path}")
 
@@ -267,12 +211,14 @@ def plot(
 from .curate import clean, rm  # noqa: E402  (`ltbench rm`, `ltbench clean`)
 from .data import data_app  # noqa: E402  (`ltbench data check|prepare`)
 from .eval import eval_, export  # noqa: E402  (`ltbench eval`, `ltbench export`)
+from .report import report  # noqa: E402  (`ltbench report`)
 from .sweep import sweep  # noqa: E402  (`ltbench sweep`)
+from .tune import tune  # noqa: E402  (`ltbench tune`)
 
 COMMANDS = {"list": list_, "run": run, "status": status, "show": show, "table": table, "plot": plot,
-            "sweep": sweep, "eval": eval_, "export": export, "rm": rm, "clean": clean}
+            "sweep": sweep, "tune": tune, "eval": eval_, "export": export, "report": report, "rm": rm, "clean": clean}
 for _name, _command in COMMANDS.items():
-    app.command(_name, context_settings=EXTRA_ARGS if _name in ("run", "sweep") else None)(_command)
+    app.command(_name, context_settings=EXTRA_ARGS if _name in ("run", "sweep", "tune") else None)(_command)
 app.add_typer(data_app, name="data")
 
 __all__ = ["RESUME_HINT", "app", "main"]

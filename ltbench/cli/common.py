@@ -91,8 +91,10 @@ KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features"
 TestEveryEpoch = Annotated[bool, typer.Option("--test-every-epoch", help="evaluate the test set after every "
                                                "epoch too (metrics.jsonl); by default only selection on test "
                                                "and the final report read it")]
-Log = Annotated[str | None, typer.Option("--log", metavar="tensorboard", help="also log every epoch to "
-                                         "TensorBoard (<run>/tensorboard/; pip install 'ltbench[tensorboard]')")]
+Log = Annotated[str | None, typer.Option("--log", metavar="tensorboard,wandb,mlflow", help="also log the hyperparameters, "
+                                         "every epoch and the final record to TensorBoard (<run>/tensorboard/), wandb "
+                                         "(offline into <run>/wandb/ without an account) or MLflow (<results>/mlflow.db, "
+                                         "or MLFLOW_TRACKING_URI); pip install 'ltbench[tensorboard|wandb|mlflow]'")]
 JobsPerGpu = Annotated[int | None, typer.Option("--jobs-per-gpu", help="local: jobs sharing each GPU at once "
                                                 "(small models, e.g. a ResNet-32 sweep; default 1)")]
 

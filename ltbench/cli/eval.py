@@ -173,17 +173,23 @@ def load_model(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], splits:
 
     counts = result["class_counts"]
     model = build_backbone(spec["backbone"], len(counts), benchmarks.get(spec["benchmark"]).in_channels)
+    from ..models.peft import insert_run
+    from ..spec.run_spec import RunSpec
+
+    insert_run(model, RunSpec.from_json(spec), len(counts))  # a tuned run's modules (VPT, LoRA, ...), as it trained
     method = methods.get(spec["method"])()
     for stage in method.stages:
-        method.prepare(model, StageContext(stage=stage, hp=spec["stages"][stage], splits=splits, device=torch.device(
-            "cpu"), num_classes=len(counts), class_counts=list(counts)))
+        ctx = StageContext(stage=stage, hp=spec["stages"][stage], splits=splits, device=torch.device("cpu"),
+                           num_classes=len(counts), class_counts=list(counts), restoring=True)
+        method.prepare(model, ctx)
     state = load_checked(rd.model_file, f"rerun run {rd.run_id} with `ltbench run ... --force`")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise LtbenchError(f"{rd.model_file} does not fit the {spec['backbone']} model of {spec['method']} "
                            f"({str(exc).splitlines()[0][:200]}).") from None
-    return model.to(device, memory_format=torch.channels_last)
+    # scored as the run's final report scored it (e.g. LIFT's test-time ensembling)
+    return method.report_model(model.to(device, memory_format=torch.channels_last), ctx)
 
 
 def score(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], benchmark: str, data: dict[str, Any],

@@ -85,6 +85,8 @@ def run_status(rd: RunDir, spec: RunSpec, force: bool = False) -> str:
         return "started, no checkpoint yet: starts over"
     if state == "running":
         return "running now in another process: refused while it runs"
+    if state == "pruned":
+        return f"pruned ({_epochs(rd, spec)}{', ' + note if note else ''}): trains on to the end from its checkpoint"
     if state == "failed":
         return f"failed ({note}): runs again" + (", from its checkpoint" if rd.checkpoint_file.exists() else "")
     if state == "damaged":
@@ -170,12 +172,30 @@ def result_lines(result: dict[str, Any]) -> list[str]:
     test = result["test"]
     groups = "  ".join(f"{g} {test[g]:.2f}" if test.get(g) is not None else f"{g} -" for g in ("many", "medium", "few"))
     lines = [f"    test top-1 {test['top1']:.2f}   {groups}", f"    {selection_text(result)}"]
+    if isinstance(test.get("top5"), (int, float)):
+        lines.insert(1, f"    test top-5 {test['top5']:.2f}")
     flip = result.get("test_flip_avg")
     if isinstance(flip, dict) and isinstance(flip.get("top1"), (int, float)):
         lines.append(f"    test top-1 averaged with the mirrored images {flip['top1']:.2f}")
     norms = result["classifier_norms"]
     if min(norms) > 0:
         lines.append(f"    classifier weight norms max/min {max(norms) / min(norms):.2f}")
+    return lines + _params_lines(result)
+
+
+def _params_lines(result: dict[str, Any]) -> list[str]:
+    """The parameters that trained (in any stage) and the total; the backbone's weights and pretraining."""
+    params, lines = result.get("params"), []
+    if isinstance(params, dict) and isinstance(params.get("trainable"), int) and params.get("total"):
+        text = f"    parameters trained {params['trainable']:,} of {params['total']:,}"
+        text += f" ({100 * params['trainable'] / params['total']:.3g}%)"
+        lines.append(text + (f"; text tower {params['text_tower']:,} (frozen, apart)" if params.get("text_tower") else ""))
+    backbone = (result.get("method_record") or {}).get("backbone")
+    if isinstance(backbone, dict):
+        sha = f", sha256 {backbone['sha256'][:12]}" if backbone.get("sha256") else ""
+        lines.append(f"    backbone weights: {backbone.get('source')}{sha}; pretrained on {backbone.get('pretraining')}")
+        if backbone.get("overlap"):
+            lines.append(f"    warning: pretrained on images of this benchmark ({backbone['overlap']})")
     return lines
 
 

@@ -178,11 +178,9 @@ def launch_and_wait(specs: list[RunSpec], store: Store, opts: RunOptions, lo: La
     return records
 
 
-def show_status(results: Path, which: str, where: list[str] | None = None) -> None:
+def show_status(results: Path, which: str, where: list[str] | None = None, wide: bool = False) -> None:
     """The `ltbench status` table: every run of the store and the manifest (or of one sweep). A damaged
     record is a row of its own (state damaged) and a line below the table that names the file and the fix."""
-    from tabulate import tabulate
-
     from ..launch.dispatch import Manifest, job_states
     from ..launch.sweep import STATES, run_state
     from ..results.store import RunDir, Store
@@ -229,13 +227,37 @@ def show_status(results: Path, which: str, where: list[str] | None = None) -> No
                      state, _epochs_column(rd, epochs), top1, where, note[:70]])
         if state == "failed":
             failures.append((rid, meta, _error_line(rd, job) or note or "(no error recorded)"))
-    headers = ["run", "benchmark", "method", "role", "settings", "seed", "state", "epochs", "test top-1", "job", "note"]
-    print(tabulate(rows, headers=headers, disable_numparse=True))
-    print(", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
-    for rid, meta, error in failures:  # one line each, never a traceback
-        print(f"\nfailed: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}): {error}")
-    for rid, meta, note in damaged:
-        print(f"\ndamaged: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}): {note}")
+    _print_status(rows, ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]), failures, damaged, wide)
+    if which == "all":  # the studies of `ltbench tune`: progress and best trial (none: nothing printed)
+        from ..tune.study import status_lines
+
+        for line in status_lines(results):
+            print(line)
+
+
+STATUS_HEADERS = ["run", "benchmark", "method", "role", "settings", "seed", "state", "epochs", "test top-1", "job",
+                  "note"]
+NARROW = (0, 1, 2, 5, 6, 7, 8)  # the columns of a row where the table is too wide; role, settings, job and note: under it
+
+
+def _print_status(rows: list[list[Any]], counts: str, failures: list[tuple[str, dict[str, Any], str]],
+                  damaged: list[tuple[str, dict[str, Any], str]], wide: bool) -> None:
+    """The status table, as wide as the terminal allows (``wide``: one line a run however long), the
+    counts, then a paragraph for each failed and damaged run (wrapped at spaces: a path stays whole)."""
+    from .columns import fit_table, output_width, wrap, wraps
+
+    width = 10**6 if wide else output_width()
+    table = fit_table(rows, STATUS_HEADERS, width)
+    if wraps(table, rows):
+        details = ["; ".join(str(r[i]) for i in (3, 4, 9, 10) if r[i]) for r in rows]
+        headers = [STATUS_HEADERS[i] if i != 8 else "top-1" for i in NARROW]
+        table = fit_table([[r[i] for i in NARROW] for r in rows], headers, width, details=details)
+    print(table)
+    print(counts)
+    for kind, notes in (("failed", failures), ("damaged", damaged)):
+        for rid, meta, text in notes:  # never a traceback
+            head = f"{kind}: {rid} ({meta['method']} on {meta['benchmark']}, seed {meta['seed']}): "
+            print("\n" + "\n".join(wrap(head + text, width, indent="  ")))
 
 
 def _where(ids: list[str], specs: dict[str, dict[str, Any]], where: list[str] | None, results: Path) -> list[str]:

@@ -38,6 +38,15 @@ class Benchmark:
     recipe_family: ClassVar[str]  # key into the recipe tables ("cifar", "digits", ...)
     params: ClassVar[dict[str, Any]] = {}  # benchmark parameters and their defaults
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # allowed values of enumerated parameters
+    # At a backbone's resolution (ltbench.data.resolution) LIFT's transforms replace the benchmark's own image
+    # pipeline and a pretrained backbone's mean/std its normalisation: the parameters of those (refused there
+    # when changed from their defaults, as they would do nothing).
+    transform_keys: ClassVar[tuple[str, ...]] = ()
+    normalization_keys: ClassVar[tuple[str, ...]] = ()
+    # The tuning of a pretrained backbone's training stages where nothing else sets it (imagefolder: linear),
+    # and the from-scratch backbone the run-start line names as the alternative (ltbench.spec.inputs).
+    pretrained_tuning: ClassVar[str | None] = None
+    scratch_backbone: ClassVar[str | None] = None
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Reject impossible parameter values before anything runs (raise LtbenchError)."""
@@ -62,6 +71,14 @@ class Benchmark:
     def label(self, params: dict[str, Any]) -> str:
         """The column header of this benchmark instance in tables."""
         return self.title
+
+    def read_class_names(self, params: dict[str, Any], data_root: Path,
+                         split_root: Path | None = None) -> list[str] | None:
+        """Readable class names, item i naming label i, from the dataset's own files under ``data_root``
+        (split lists under ``split_root`` where the benchmark has them); None where the benchmark cannot
+        say them. The engine records them in result.json (``class_names``) when a run finishes, so
+        reports of a finished run need no data root. Default: unknown."""
+        return None
 
     def load(self, params: dict[str, Any], data_root: Path, download: bool = True,
              split_root: Path | None = None) -> Splits:
@@ -113,3 +130,13 @@ def download_into(folder: Path) -> Iterator[None]:
                 path = Path(folder) / name
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         raise
+
+
+def class_names_missing(bench: Benchmark, params: dict[str, Any], data_root: Path, method: str) -> str:
+    """The one-line error of a method that reads class names (CLIP text features) on a benchmark instance that
+    gives none under ``data_root``: which file it reads them from, where it goes (CIFAR's meta file)."""
+    meta, folder = getattr(bench, "meta_file", None), getattr(bench, "folder", None)
+    where = (f"{Path(data_root) / folder / meta} is missing: put the python version's {folder}/{meta} there (the "
+             "torchvision download and the dataset's archive bring it)") if meta and folder else \
+        "the benchmark gives none (Benchmark.read_class_names)"
+    return f"{method} needs the class names of {bench.label(params)} (for CLIP's text features), and {where}."

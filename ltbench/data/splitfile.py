@@ -98,6 +98,16 @@ def load_split_file(path: Path, num_classes: int) -> SplitList:
     return entries
 
 
+def read_names_file(path: Path) -> str:
+    """The text of a class-names file (UTF-8); one LtbenchError that names it when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LtbenchError(f"cannot read the class names in {path} ({getattr(exc, 'strerror', None) or type(exc).__name__}); "
+                           "replace it with the published file, or remove it (then the class folders name the "
+                           "classes).") from None
+
+
 def split_summary(labels: list[int]) -> tuple[int, int, int]:
     """(classes present, most images of a class, fewest images of a present class)."""
     counts = Counter(labels)
@@ -114,6 +124,7 @@ class SplitFileBenchmark(Benchmark):
 
     in_channels = 3
     params: ClassVar[dict[str, Any]] = {"crop": 224, "resize": 256, "color_jitter": 0.4}
+    transform_keys = ("crop", "resize", "color_jitter")
     split_files: ClassVar[dict[str, str]]  # "train", "val"[, "test"] -> file name; no "test": val reports
     published: ClassVar[dict[str, SplitFacts]]  # split -> facts about the published file
     published_groups: ClassVar[tuple[int, int, int] | None] = None  # many/medium/few class counts
@@ -123,6 +134,7 @@ class SplitFileBenchmark(Benchmark):
     images_help: ClassVar[str]  # where the images come from and how to lay them out (`ltbench data prepare`)
     splits_help: ClassVar[str]  # where the split lists come from
     public_split_files: ClassVar[dict[str, str]] = {}  # file name -> path in Kang et al.'s public repository
+    names_files: ClassVar[tuple[str, ...]] = ()  # files of class names, looked for in the data root and split folder
 
     def check_params(self, params: dict[str, Any]) -> None:
         super().check_params(params)
@@ -244,6 +256,29 @@ class SplitFileBenchmark(Benchmark):
             info["differences_from_published"] = differences
         return ImageFileSplits(train=files["train"], val=files["val"], test=test, num_classes=num_classes,
                                transform=transform, benchmark=self.name, shot_rule=ShotRule(100, 20), info=info)
+
+    def read_class_names(self, params: dict[str, Any], data_root: Path,
+                         split_root: Path | None = None) -> list[str]:
+        """Each label's class folder in the train list (the path between the image folder and the file
+        name: ImageNet-LT's wnid, Places-LT's category, iNaturalist's supercategory/id), made readable by
+        the first of ``names_files`` found in the data root or the split folder (``name_classes``)."""
+        split_dir = Path(split_root if split_root is not None else data_root)
+        via = f"--split-root {split_dir}" if split_root is not None else f"--data-root {split_dir}, no --split-root given"
+        error = self.missing_split_files(split_dir, via)
+        if error is not None:
+            raise error
+        train = load_split_file(self.split_paths(split_dir)["train"], self.num_classes)
+        folders: dict[int, str] = {}
+        for path, label in zip(train.paths, train.labels, strict=True):
+            folders.setdefault(label, "/".join(path.split("/")[1:-1]) or path)
+        found = next((Path(d) / f for f in self.names_files for d in (data_root, split_dir) if (Path(d) / f).is_file()),
+                     None)
+        return self.name_classes([folders.get(c, str(c)) for c in range(max(folders) + 1)], found)
+
+    def name_classes(self, folders: list[str], names_file: Path | None) -> list[str]:
+        """Readable names of the classes whose folders are ``folders`` (label order), from ``names_file``
+        (one of ``names_files``, None when none is there). Default: the folder names."""
+        return folders
 
     def prepare_local(self, root: Path, split_dir: Path) -> list[str]:
         """Preparation steps that need no network (e.g. split lists built from annotation files on

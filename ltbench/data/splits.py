@@ -214,6 +214,18 @@ class Splits:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return normalize(x, self.mean, self.std)
 
+    # The views of a batch (ltbench.data.resolution.ResizedSplits gives LIFT's at a backbone's resolution):
+    # the random draws of ``n`` training images' augmentation (on the CPU), that augmentation, and the view
+    # of every image that is not augmented (evaluation, features, augment=false).
+    def draw_augment(self, n: int, gen: torch.Generator) -> list[torch.Tensor]:
+        return draw_crop_flip(n, self.augment, gen)
+
+    def apply_augment(self, x: torch.Tensor, *draws: torch.Tensor) -> torch.Tensor:
+        return crop_flip(x, self.augment.crop_padding, *draws)
+
+    def eval_view(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
     def train_batches(
         self, batch_size: int, sampler: str, gen: torch.Generator, device: torch.device, augment: bool = True,
         autoaugment: str = "none",
@@ -228,7 +240,7 @@ class Splits:
         idx = sample_indices(self.train.y, sampler, gen)
         sizes = [min(batch_size, len(idx) - a) for a in range(0, len(idx), batch_size)]
         sizes = [n for n in sizes if n >= 2]  # a batch of one breaks batch norm; it is a rounding remainder
-        draws = [draw_crop_flip(n, self.augment, gen) for n in sizes] if augment else []
+        draws = [self.draw_augment(n, gen) for n in sizes] if augment else []
         policy = autoaugment if augment and autoaugment != "none" else None
         seeds = torch.randint(0, 2**62, (len(idx),), generator=gen).tolist() if policy else []
         idx = idx.to(device)  # the epoch's copies to the device, before the first batch
@@ -237,8 +249,7 @@ class Splits:
         for n in sizes:
             b = idx[start:start + n]
             x = x_all[b]
-            if augment:
-                x = crop_flip(x, self.augment.crop_padding, *(c[start:start + n] for c in cuts))
+            x = self.apply_augment(x, *(c[start:start + n] for c in cuts)) if augment else self.eval_view(x)
             if policy:
                 x = auto_augment(x, seeds[start:start + n], policy)
             start += n
@@ -250,7 +261,7 @@ class Splits:
         data: ImageSet = getattr(self, split)
         x_all, y_all = data.on(device)
         for start in range(0, len(data), batch_size):
-            x = x_all[start:start + batch_size]
+            x = self.eval_view(x_all[start:start + batch_size])
             if flip:
                 x = x.flip(3)
             yield self.normalize(x), y_all[start:start + batch_size]

@@ -63,6 +63,28 @@ def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, train_counts: li
     return report
 
 
+TOP5_MIN_CLASSES = 100  # top-5 accuracy is recorded for benchmarks of this many classes or more
+
+
+def top5_and_confusion(logits: torch.Tensor, labels: torch.Tensor, confusion: bool = True) -> dict[str, Any]:
+    """What the final report adds to ``accuracy_report`` from the same logits: ``top5`` (%, the label among
+    the five highest logits) where there are TOP5_MIN_CLASSES classes or more, and with ``confusion`` the
+    misclassified images as sparse [true, predicted, count] triples sorted by (true, predicted): with
+    ``per_class_count`` they give the whole confusion matrix, in at most one triple per image."""
+    out: dict[str, Any] = {}
+    num_classes = logits.shape[1] if logits.ndim == 2 else 0
+    if num_classes >= TOP5_MIN_CLASSES:
+        hit = (logits.topk(5, dim=1).indices == labels[:, None]).any(1).float()
+        out["top5"] = 100.0 * float(hit.mean()) if len(labels) else None
+    if confusion:
+        pred = logits.argmax(1) if len(labels) else labels
+        wrong = pred != labels
+        pairs, counts = torch.unique(labels[wrong] * num_classes + pred[wrong], return_counts=True)
+        out["confusion"] = [[int(k) // num_classes, int(k) % num_classes, int(n)]
+                            for k, n in zip(pairs.tolist(), counts.tolist(), strict=True)]
+    return out
+
+
 def classifier_norms(model: torch.nn.Module) -> list[float]:
     """L2 norm of each class row of the final linear classifier (a model that defines its own
     ``classifier_norms()``, e.g. a multi-expert model, says what they are)."""

@@ -11,6 +11,7 @@ import errno
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,18 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from ..data.benchmark import default_data_root
+from ..data.benchmark import class_names_missing, default_data_root
 from ..data.splits import TrainSplits, per_epoch_generator, to_device
 from ..errors import LtbenchError
 from ..files import file_sha256, recorded_sha256
 from ..method import Method, StageContext
-from ..models.backbones import LTModel, build_backbone, check_initial_weights, load_initial_weights
+from ..models import peft
+from ..models.backbones import LTModel, check_initial_weights, load_initial_weights
+from ..models.pretrained import build_run_model, locate_run_weights, param_extra
 from ..progress import EpochProgress, console
 from ..registry import benchmarks, methods
-from ..results.logs import TensorBoardLog, open_logs, write_metrics_csv
+from ..results.loggers import Logs, log_final, open_logs
+from ..results.logs import write_metrics_csv
 from ..results.store import RunDir, Store, atomic_write_json, load_checked
 from ..spec.run_spec import RunSpec
 from . import distributed
@@ -42,6 +46,7 @@ from .evaluation import (
     predict,
     save_features,
     to_memory_format,
+    top5_and_confusion,
 )
 from .schedule import effective_lr, lr_factor
 from .stage_options import StageOptions
@@ -54,6 +59,7 @@ class RunOptions:
     data_root: Path = field(default_factory=default_data_root)
     split_root: Path | None = None  # split-file benchmarks: where the split lists are (default: data_root)
     init_weights: Path | None = None  # initial backbone weights; their sha256 is part of the spec
+    backbone_weights: Path | None = None  # --set backbone.weights=FILE of a pretrained backbone (sha256 in the spec)
     device: str = "auto"
     download: bool = True
     live_progress: bool | None = None  # None: rich bars when stderr is a terminal
@@ -63,11 +69,23 @@ class RunOptions:
     keep_features: bool = True  # stage-2 runs share features extracted from their stage-1 run (on disk)
     compile: bool = False  # torch.compile the trained module (recorded in env; pays off on GPUs, long runs)
     test_every_epoch: bool = False  # evaluate the test set after every epoch (metrics.jsonl), not only at the end
-    log: tuple[str, ...] = ()  # per-epoch loggers besides metrics.jsonl/.csv: "tensorboard" (ltbench.results.logs)
+    log: tuple[str, ...] = ()  # loggers besides metrics.jsonl/.csv: tensorboard, wandb, mlflow (ltbench.results.loggers)
+    # called with (the run's RunDir, the epoch's metrics row) after each epoch's checkpoint; may raise Pruned
+    # (`ltbench tune`'s pruning: ltbench.tune.worker)
+    on_epoch: Callable[[RunDir, dict[str, Any]], None] | None = None
 
 
 class NonFiniteLoss(Exception):
     pass
+
+
+class Pruned(Exception):
+    """Raised by ``RunOptions.on_epoch`` to stop a run after an epoch (a pruned `ltbench tune` trial): the run
+    keeps its checkpoint and records PRUNED (``record``) instead of DONE, so `ltbench run` trains it on."""
+
+    def __init__(self, record: dict[str, Any]):
+        super().__init__(f"pruned after epoch {record.get('epoch')}")
+        self.record = record
 
 
 def _stage_steps(splits: TrainSplits, hp: dict[str, Any]) -> int:
@@ -132,8 +150,8 @@ def _optimizer(model: torch.nn.Module, method: Method, ctx: StageContext) -> tup
     """SGD over the method's parameter groups at the stage's effective lr (the schedule scales each
     group's ``base_lr``); the effective peak lr."""
     hp = ctx.hp
-    groups = method.param_groups(model, ctx)
-    peak = effective_lr(hp)
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in method.param_groups(model, ctx)]
+    peak = effective_lr(hp)  # (only trainable parameters: what the stage's tuning and the method froze stays out)
     for g in groups:
         g.setdefault("lr", hp["lr"])
         g["base_lr"] = g["lr"] * peak / hp["lr"]
@@ -186,8 +204,9 @@ class EpochLoop:
         project = tricks.maxnorm.project if tricks.maxnorm is not None and tricks.maxnorm.every == "step" else None
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         seen, lr = 0, self.peak
-        for i, (x, y) in enumerate(self.ctx.splits.train_batches(hp["batch_size"], tricks.sampler, gen, device,
-                                                                 hp["augment"], **tricks.data_options)):
+        batches = self.ctx.splits.train_batches(hp["batch_size"], tricks.sampler, gen, device, hp["augment"],
+                                                **tricks.data_options)
+        for i, (x, y) in enumerate(bar.timed(batches)):  # timed: the wait for each batch (data time)
             f = lr_factor(hp, epoch + i / self.steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * f
@@ -246,7 +265,7 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
     if dist.is_main:  # drop metrics lines of epochs the checkpoint does not hold (killed before it was saved)
         rd.trim_metrics(ctx.stage, start)
         write_metrics_csv(rd)
-        log = open_logs(opts.log, rd, ctx.stage, start)  # TensorBoard: only the epochs the checkpoint holds
+        log = open_logs(opts.log, rd, ctx.stage, start)  # --log: TensorBoard keeps only the epochs the checkpoint holds
     net = distributed.wrap(model, dist, device)  # after the checkpoint: every rank starts from the same state
     if opts.compile:  # training forward/backward only; evaluation runs ``model`` eagerly (no recompiles)
         net = torch.compile(net)
@@ -265,6 +284,8 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
             if dist.is_main:
                 _save_epoch(rd, ctx, model, opt, selection, row, log)
             bar.end_epoch(epoch, row)
+            if opts.on_epoch is not None and dist.is_main:  # after the checkpoint: a Pruned run resumes from it
+                opts.on_epoch(rd, row)
     finally:
         bar.close()
         if log is not None:
@@ -273,8 +294,8 @@ def train_stage(model: torch.nn.Module, method: Method, ctx: StageContext, rd: R
 
 
 def _save_epoch(rd: RunDir, ctx: StageContext, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                selection: EpochSelection, row: dict[str, Any], log: TensorBoardLog | None = None) -> None:
-    """An epoch's TensorBoard events (``log``), its metrics line and metrics.csv, then its checkpoint
+                selection: EpochSelection, row: dict[str, Any], log: Logs | None = None) -> None:
+    """An epoch's loggers (``log``: --log), its metrics line and metrics.csv, then its checkpoint
     (what a resumed run starts from), then a heartbeat. Everything before the checkpoint is trimmed
     back to it when a run resumes."""
     if log is not None:
@@ -288,14 +309,18 @@ def _save_epoch(rd: RunDir, ctx: StageContext, model: torch.nn.Module, opt: torc
 
 
 def final_report(model: LTModel, splits: TrainSplits, device: torch.device, bs: int) -> dict[str, Any]:
+    """val and test reports (``accuracy_report``, plus top-5 on many classes and the test confusion:
+    ``top5_and_confusion``), the flip-averaged test report where the benchmark flips, the norms."""
     counts = splits.class_counts
     out: dict[str, Any] = {}
     for split in ("val", "test"):
         logits, y = predict(model, splits, split, device, batch_size=bs)
-        out[split] = accuracy_report(logits, y, counts, splits.shot_rule)
+        out[split] = {**accuracy_report(logits, y, counts, splits.shot_rule),
+                      **top5_and_confusion(logits, y, confusion=split == "test")}
     if splits.augment.flip:
         mirrored, _ = predict(model, splits, "test", device, mirrored=True, batch_size=bs)
-        out["test_flip_avg"] = accuracy_report((logits + mirrored) / 2, y, counts, splits.shot_rule)
+        out["test_flip_avg"] = {**accuracy_report((logits + mirrored) / 2, y, counts, splits.shot_rule),
+                                **top5_and_confusion((logits + mirrored) / 2, y)}
     else:
         out["test_flip_avg"] = None  # the benchmark does not flip images (e.g. digits)
     out["classifier_norms"] = classifier_norms(model)
@@ -322,11 +347,19 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     splits = bench.load(spec.data, Path(opts.data_root), opts.download, opts.split_root)  # before any record
     if spec.init is not None and spec.parent is None:
         check_initial_weights(opts.init_weights, spec.init)
+    locate_run_weights(spec, opts.backbone_weights, opts.download)  # a pretrained backbone's weights: before any record
+    names = _class_names(spec, bench, splits, opts)  # for the record, and for a method that reads them (CLIP text)
+    if method.needs_class_names and names is None:
+        raise LtbenchError(class_names_missing(bench, spec.data, Path(opts.data_root), spec.method))
     title = f"{spec.method}/{spec.benchmark}/{spec.run_id[:8]}"
     with contextlib.ExitStack() as lock:
         distributed.on_rank0(dist, lambda: _claim(spec, store, rd, force, lock, damaged, method))
         try:
-            result = _run(spec, rd, bench, method, splits, device, opts, title, store, dist)
+            result = _run(spec, rd, bench, method, splits, device, opts, title, store, dist, names)
+        except Pruned as exc:  # stopped by its on_epoch (`ltbench tune`): kept with its checkpoint, not done
+            if dist.is_main:
+                atomic_write_json(rd.pruned_file, {**exc.record, "time": time.time()})
+            raise
         except NonFiniteLoss as exc:  # the run is kept as failed, with this message (`ltbench status`)
             message = (f"{title}: {exc}; lower the learning rate (--set STAGE.lr=...) or check the data. The run "
                        "is recorded as failed (no result).")
@@ -381,6 +414,7 @@ def _claim(spec: RunSpec, store: Store, rd: RunDir, force: bool, lock: contextli
     store.create(spec)
     lock.enter_context(rd.locked())
     rd.failed_file.unlink(missing_ok=True)
+    rd.pruned_file.unlink(missing_ok=True)  # a pruned trial's run trains on
     if damaged is not None and rd.is_done():
         trains = method is not None and any(method.trains(st) for st in method.stages)
         if trains and not rd.checkpoint_file.exists():
@@ -431,7 +465,8 @@ def _stage_features(model: LTModel, spec: RunSpec, splits: TrainSplits, device: 
 
 
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSplits, device: torch.device,
-         opts: RunOptions, title: str, store: Store, dist: Dist = SINGLE) -> dict[str, Any]:
+         opts: RunOptions, title: str, store: Store, dist: Dist = SINGLE,
+         names: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     if device.type == "cuda":  # the fastest convolutions for training; evaluation and features pick
         torch.backends.cudnn.benchmark = True  # deterministic ones (ltbench.engine.evaluation.exact_arithmetic)
@@ -440,13 +475,13 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
     t0 = time.time()
     selected: dict[str, Any] = {"rule": "none (no training stage)", "epoch": None, "score": None}
+    counted = peft.ParamCount()
     feats, key = None, None  # features of the frozen backbone, once a stage has needed them
     for stage in method.stages:
         hp, trains, frozen = spec.stages[stage], method.trains(stage), method.frozen_features(stage)
         ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device, seed=spec.seed,
-                           num_classes=splits.num_classes, class_counts=splits.class_counts)
-        method.prepare(model, ctx)
-        model.to(device)
+                           num_classes=splits.num_classes, class_counts=splits.class_counts, class_names=names)
+        _prepare_stage(model, method, ctx, counted)
         if trains:  # what the optimizer used: the batch of all ranks together, the lr after scaling
             records.update({f"{stage}_global_batch": hp["batch_size"], f"{stage}_effective_lr": effective_lr(hp)})
             ctx.options = StageOptions.start(method, ctx, model)  # MaxNorm's radius from the classifier now
@@ -471,7 +506,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
                 records[f"{stage}_path"] = f"frozen_backbone_per_epoch (augment {str(hp['augment']).lower()}, " \
                                            f"BatchNorm in {bn} mode{', running statistics updated' if bn == 'train' else ''})"
             selected = train_stage(model, method, ctx, rd, spec.seed, opts, title,
-                                   frozen=model.features if frozen else None, dist=dist)
+                                   frozen=peft.frozen_part(model, hp, frozen), dist=dist)
         method.finalize(model, ctx)
         records.update(ctx.record)
     train_s = time.time() - t0
@@ -481,21 +516,33 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
         report = final_report(ClassifierHead(model.classifier), feats, device, opts.eval_batch_size)
         records["final_eval"] = "cached_features"
     else:
-        report = final_report(model, splits, device, opts.eval_batch_size)
-    result = _record(spec, bench, splits, selected, report, records, device, opts, dist, train_s, time.time() - t1)
+        report = final_report(method.report_model(model, ctx), splits, device, opts.eval_batch_size)
+    result = _record(spec, bench, splits, selected, report, records, device, opts, dist, train_s, time.time() - t1,
+                     names)
+    result["params"] = counted.record(model, param_extra(model))  # trainable (in any stage) and total
     if dist.is_main:
         result["model_sha256"] = rd.save_model(model.state_dict())
         atomic_write_json(rd.result_file, result)
         rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        log_final(opts.log, rd, method.stages[-1], result)  # --log: after the record, never in its way
     return result
+
+
+def _prepare_stage(model: torch.nn.Module, method: Method, ctx: StageContext, counted: peft.ParamCount) -> None:
+    """What trains in the stage: its tuning's choice (ltbench.models.peft; ``full``: all), then the method's
+    ``prepare``; the trainable parameters are counted for the record."""
+    peft.freeze(model, ctx.hp.get("tuning", "full"))
+    method.prepare(model, ctx)
+    model.to(ctx.device)
+    if method.trains(ctx.stage):
+        counted.stage(ctx.stage, model)
 
 
 def _initial_model(spec: RunSpec, bench: Any, splits: TrainSplits, opts: RunOptions,
                    store: Store) -> tuple[LTModel, dict[str, Any]]:
     """The backbone a run starts from: its stage-1 run's model.pt (checked against its sha256), the
     --init-weights file, or a random init; and what the record says about it."""
-    model = build_backbone(spec.backbone, splits.num_classes, bench.in_channels)
-    records: dict[str, Any] = {}
+    model, records = build_run_model(spec, splits.num_classes, bench.in_channels, opts.backbone_weights, opts.download)
     if spec.parent is not None:
         parent = store.run_dir(spec.parent_spec())
         _, problem = parent.model_sha256()
@@ -513,16 +560,29 @@ def _initial_model(spec: RunSpec, bench: Any, splits: TrainSplits, opts: RunOpti
 
 def _record(spec: RunSpec, bench: Any, splits: TrainSplits, selected: dict[str, Any], report: dict[str, Any],
             records: dict[str, Any], device: torch.device, opts: RunOptions, dist: Dist, train_s: float,
-            eval_s: float) -> dict[str, Any]:
+            eval_s: float, names: list[str] | None = None) -> dict[str, Any]:
     """result.json of a finished run (model_sha256 is added when model.pt is written)."""
     return {
         "run_id": spec.run_id, "spec": spec.canonical(), "label": bench.label(spec.data),
         "benchmark": spec.benchmark, "method": spec.method, "backbone": spec.backbone, "recipe": spec.recipe,
         "seed": spec.seed, "selected": selected, **report,
-        "class_counts": splits.class_counts, "shot_rule": splits.shot_rule.describe(),
+        "class_counts": splits.class_counts, "class_names": names,
+        "shot_rule": splits.shot_rule.describe(),
         "groups": {k: len(v) for k, v in splits.shot_rule.groups(splits.class_counts).items()},
         "data_info": splits.info, "method_record": records,
         "timings": {"train_s": train_s, "final_eval_s": eval_s},
         "env": {**environment(device), **distributed.describe(dist, spec.stages, opts.sync_bn),
                 "compile": opts.compile, **opts.extra_env},
     }
+
+
+def _class_names(spec: RunSpec, bench: Any, splits: TrainSplits, opts: RunOptions) -> list[str] | None:
+    """The benchmark's class names for result.json (``Benchmark.read_class_names``); None where it does not
+    know them, or (with a warning) where they cannot be read: a finished run is never lost for its names."""
+    try:
+        names = bench.read_class_names(spec.data, Path(opts.data_root), opts.split_root)
+    except Exception as exc:  # a names file that does not read, a plugin's bug: the record goes on without names
+        console.print(f"[yellow]warning:[/yellow] {escape(spec.benchmark)}: class names not recorded "
+                      f"({escape(str(exc) or type(exc).__name__)})", highlight=False, soft_wrap=True)
+        return None
+    return [str(n) for n in names] if names is not None and len(names) == splits.num_classes else None

@@ -8,6 +8,7 @@ before, from the scheduler's view of their newest job (the manifest, ltbench.lau
   queued      its job is not over but has not begun the run      skipped
               (SLURM pending, or earlier runs of its local lane)
   failed      FAILED, or its job failed before any checkpoint    skipped unless --retry-failed
+  pruned      PRUNED: an `ltbench tune` trial stopped it early    launched (trains on from its checkpoint)
   damaged     a file of its record cannot be read (the note      skipped
               names it and the fix)
   unfinished  a run directory without DONE                       launched (resumes from its checkpoint)
@@ -27,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DamagedRecord, LtbenchError
-from ..results.store import RunDir, Store
+from ..results.store import RunDir, Store, read_json
 from ..spec.run_spec import RunSpec, resolve
 from .dispatch import Manifest, is_active, job_failed, job_states
 from .jobstate import job_error
 
-STATES = ("done", "running", "queued", "failed", "damaged", "unfinished", "new")
+STATES = ("done", "running", "queued", "failed", "pruned", "damaged", "unfinished", "new")
 
 
 def split_values(text: str) -> list[str]:
@@ -181,6 +182,8 @@ def run_state(rd: RunDir, job: dict[str, Any] | None, job_state: str | None) -> 
         return "running", ""
     if job is not None and is_active(job_state):
         return "queued", ""  # its job is pending, starting, or busy with the runs before it in its lane
+    if rd.pruned_file.exists() and not rd.failed_file.exists():
+        return "pruned", _pruned_note(rd)
     if rd.failed_file.exists():
         try:
             error = rd.failure().strip().splitlines()
@@ -200,6 +203,14 @@ def run_state(rd: RunDir, job: dict[str, Any] | None, job_state: str | None) -> 
     return "unfinished", ""
 
 
+def _pruned_note(rd: RunDir) -> str:
+    """Which study and trial pruned the run, after which epoch (from PRUNED; "" when it cannot be read)."""
+    info, _ = read_json(rd.pruned_file)
+    if not isinstance(info, dict):
+        return ""
+    return f"by study {info.get('study')}, trial {info.get('trial')}, after epoch {info.get('epoch')}"
+
+
 def _damage_note(exc: DamagedRecord) -> str:
     return f"{exc.path.name} {exc.problem}: {exc.fix}"
 
@@ -215,7 +226,7 @@ def make_plan(points: list[Point], store: Store, manifest: Manifest, launcher: s
         job = jobs.get(rid)
         jstate = states.get(str(job["job_id"])) if job else None
         state, note = run_state(store.run_dir(p.spec), job, jstate)
-        launch = state in ("unfinished", "new") or (state == "failed" and retry_failed)
+        launch = state in ("unfinished", "new", "pruned") or (state == "failed" and retry_failed)
         row = Row(p, state, "launch" if launch else "skip", job=job, job_state=jstate, note=note)
         parent = rows.get(p.spec.parent_id) if p.spec.parent else None
         if launch and parent is not None and parent.state != "done":

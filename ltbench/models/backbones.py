@@ -183,5 +183,3 @@ def load_initial_weights(model: LTModel, path: Path | None) -> dict[str, Any]:
     model.features.load_state_dict(matched, strict=False)
     return {"sha256": weights_id(Path(path)), "loaded": len(matched),
             "not_loaded": sorted(set(own) - set(matched))[:20]}
-
-

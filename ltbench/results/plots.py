@@ -5,6 +5,8 @@
 - accuracy: per-class test accuracy against the class's training count;
 - wd: test accuracy against weight decay (stage 1 for decoupled methods), mean ± std over seeds; one
   series per group of runs that differ in weight decay alone.
+- confusion: one run's row-normalised test confusion matrix, or its hardest confusions
+  (ltbench.results.confusion).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import errno
 import json
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -20,14 +23,15 @@ from typing import Any
 from ..errors import LtbenchError
 from ..spec.run_spec import differences, flat_settings, format_settings
 
-KINDS = ("norms", "accuracy", "wd")
+KINDS = ("norms", "accuracy", "wd", "confusion", "tune")  # tune: ltbench.tune.plots (a study)
 
 
 def _pyplot() -> Any:
     try:
         import matplotlib
 
-        matplotlib.use("Agg")
+        if "matplotlib.pyplot" not in sys.modules and "ipykernel" not in sys.modules:
+            matplotlib.use("Agg")  # no window; a notebook (inline figures) or a session with pyplot keeps its own
         import matplotlib.pyplot as plt
     except ImportError:
         raise LtbenchError("`ltbench plot` needs matplotlib, which `pip install ltbench` brings; install it in this "
@@ -143,11 +147,18 @@ def plot_wd(results: list[dict[str, Any]], out: Path) -> Path:
     return _save(fig, out)
 
 
-def _save(fig: Any, out: Path) -> Path:
-    """Write the figure to ``out`` atomically (a temporary file beside it, then a rename); a destination
-    that cannot be written is one LtbenchError that names it."""
+def _save(fig: Any, out: Path | None) -> Any:
+    """Write the figure to ``out`` atomically (a temporary file beside it, then a rename) and return
+    ``out``; a destination that cannot be written is one LtbenchError that names it. ``out`` None
+    (ltbench.plot): nothing written, the figure returned. Either way the figure leaves pyplot's open
+    figures (plt.close): no leak, and a notebook shows a returned figure once, as the cell's value (a
+    closed figure still draws and saves)."""
     import matplotlib.pyplot as plt
 
+    if out is None:
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp.png")
     try:
@@ -174,4 +185,12 @@ def _why_unwritable(out: Path, exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-PLOTTERS = {"norms": plot_norms, "accuracy": plot_accuracy, "wd": plot_wd}
+def plot_confusion(results: list[dict[str, Any]], out: Path | None) -> Any:
+    """One run's test confusion matrix, or its hardest confusions (ltbench.results.confusion); ``out`` as
+    ``_save`` takes it."""
+    from .confusion import confusion_figure
+
+    return _save(confusion_figure(_pyplot(), results), out)
+
+
+PLOTTERS = {"norms": plot_norms, "accuracy": plot_accuracy, "wd": plot_wd, "confusion": plot_confusion}

@@ -260,6 +260,7 @@ class RunDir:
     done_file = property(lambda self: self.path / "DONE")
     lock_file = property(lambda self: self.path / "lock")
     failed_file = property(lambda self: self.path / "FAILED")
+    pruned_file = property(lambda self: self.path / "PRUNED")  # a pruned `ltbench tune` trial stopped it (not done)
     model_file = property(lambda self: self.path / "model.pt")
 
     @property
@@ -593,6 +594,8 @@ class RunDir:
             return "running"
         if self.failed_file.exists():
             return "failed"
+        if self.pruned_file.exists():
+            return "pruned"
         return "unfinished"
 
 

@@ -27,10 +27,11 @@ from tabulate import tabulate
 from ..errors import DamagedRecord
 from ..spec.run_spec import differences, flat_settings, non_defaults
 from ..spec.schema import settings_of
+from .params import pretraining_notes, shows_trainable, trainable, trainable_text
 from .reference import DEFAULT_COLUMNS, EXTRA_COLUMNS, FILL, PUBLISHED, published
 from .store import EVAL_SHAPE, Store, read_json, shape_problem
 
-FORMATS = ("github", "latex", "csv", "json")
+FORMATS = ("github", "markdown", "latex", "csv", "csv-wide", "json")
 GROUPS = ("many", "medium", "few", "all")
 
 
@@ -275,6 +276,8 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
             cand[(name, r["label"])][_config_key(r)].append(r)
 
     rows, notes = _choose_rows(cand, select, mix_protocols)
+    if select == "val" and any("tuned" in r for r in rs):  # `ltbench tune` rows (ltbench.tune.rows): notes, effort
+        notes += _tuning_effort(rows, cand, mix_protocols)
 
     if methods:
         keep = layout.with_stage1(methods)
@@ -291,7 +294,7 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
     if any(row.endswith(")") and " (eval of " in row for row in rows):
         notes.append("eval of RUN: `ltbench eval` scores of that run's model on another benchmark instance (no "
                      "selection; many/medium/few by the run's own training counts)")
-    notes += _shot_rule_notes(rs, per_benchmark)
+    notes += _shot_rule_notes(rs, per_benchmark) + pretraining_notes(rs)  # pretrained on the benchmark's images
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
     cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
@@ -314,12 +317,13 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
             "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
 
 
-PROTOCOL_KEYS = ("backbone", "recipe")  # with every stage's epochs: what a table never chooses across by default
+# with every stage's epochs and tuning mode: what a table never chooses across by default
+PROTOCOL_KEYS = ("backbone", "recipe", "backbone.weights")
 
 
 def protocol_of(spec: dict[str, Any]) -> dict[str, Any]:
     """What makes runs different experiments rather than different hyperparameters of one: the
-    backbone, the recipe and each stage's number of epochs (the stage-1 run's too)."""
+    backbone (and its weights), the recipe, each stage's number of epochs and tuning mode (the stage-1 run's too)."""
     return {k: v for k, v in flat_settings(spec).items() if _is_protocol_key(k)}
 
 
@@ -342,7 +346,7 @@ def _by_protocol(groups: list[list[dict[str, Any]]]) -> list[tuple[str, list[lis
 
 
 def _is_protocol_key(key: str) -> bool:
-    return key in PROTOCOL_KEYS or key.endswith(".epochs")
+    return key in PROTOCOL_KEYS or key.endswith((".epochs", ".tuning"))
 
 
 def _is_default_protocol(spec: dict[str, Any]) -> bool:
@@ -378,7 +382,7 @@ def _choose_rows(cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]],
             continue
         protocols = [("", groups)] if mix_protocols else _by_protocol(groups)
         if len(protocols) > 1:
-            notes.append(f"{name} on {col}: runs of {len(protocols)} protocols (epochs, recipe or backbone) are "
+            notes.append(f"{name} on {col}: runs of {len(protocols)} protocols (epochs, recipe, backbone or tuning) are "
                          "rows of their own; `--mix-protocols` chooses among them on validation")
         for label, gs in protocols:
             row_name = f"{name} ({label})" if label else name
@@ -400,6 +404,8 @@ def _cell(group: list[dict[str, Any]], select: str) -> dict[str, Any]:
     cell["norm_ratio"] = _stat([max(r["classifier_norms"]) / min(r["classifier_norms"]) for r in group
                                 if min(r["classifier_norms"]) > 0])
     cell["selected_on_test"] = any(r["selected"].get("rule") == "test" for r in group)
+    if shows_trainable(group):  # tuned or pretrained: the trainable parameters (ltbench.results.params)
+        cell["trainable"] = trainable(group)
     if select != "last" and any(_flip_averaged(r) for r in group):
         cell["flip_averaged"] = True
     return cell
@@ -410,21 +416,25 @@ def _add_published(rows: dict[str, dict[str, Any]], columns: list[str], methods:
     """Put the published numbers (and our difference to them) into the cells, adding the published rows
     that have no records; the notes that cite the sources."""
     wanted = layout.with_stage1(methods or [])
+    own_rows = {p.row for p in PUBLISHED if p.row != layout.base(p.row)}
     for p_row in {p.row for p in PUBLISHED if p.column in columns}:
         if not methods or layout.base(p_row) in wanted:
             rows.setdefault(p_row, {})
     for row_name, cells in rows.items():
         for col in columns:
-            p = published(row_name, col) or published(layout.base(row_name), col)
+            # a row that is a published row of its own (e.g. LIFT on another backbone) never takes its base's numbers
+            p = published(row_name, col) or (None if row_name in own_rows else published(layout.base(row_name), col))
             if p is None:
                 continue
             cell = cells.setdefault(col, {g: {"mean": None, "std": None, "n": 0} for g in GROUPS})
-            cell["paper"] = {"many": p.many, "medium": p.medium, "few": p.few, "all": p.all, "source": p.source}
+            cell["paper"] = {"many": p.many, "medium": p.medium, "few": p.few, "all": p.all, "source": p.source,
+                             **({"setup": p.setup} if p.setup else {})}
             for g in GROUPS:
                 ours, theirs = cell[g]["mean"], cell["paper"][g]
                 cell[g]["delta"] = round(ours - theirs, 2) if ours is not None and theirs is not None else None
-    return sorted({f"paper: {cells[c]['paper']['source']}" for cells in rows.values() for c in cells
-                   if "paper" in cells[c]})
+    return sorted({f"paper: {cells[c]['paper']['source']}" + (f" ({cells[c]['paper']['setup']})"
+                                                             if cells[c]['paper'].get('setup') else "")
+                   for cells in rows.values() for c in cells if "paper" in cells[c]})
 
 
 def _missing(rows: dict[str, dict[str, Any]], columns: list[str], results: Iterable[dict[str, Any]],
@@ -434,7 +444,7 @@ def _missing(rows: dict[str, dict[str, Any]], columns: list[str], results: Itera
     missing = []
     for col in columns:
         todo = [r for r in sorted(rows, key=layout.sort_key) if rows[r].get(col, {}).get("all", {}).get("n", 0) == 0
-                and layout.base(r) in known and " (eval of " not in r]
+                and layout.base(r) in known and r == layout.base(r)]  # not "X (backbone=...)": the command is X's
         names = list(dict.fromkeys(layout.method_of(r) for r in todo))
         if names:
             how = FILL.get(col) or _fill_from_records(col, results)
@@ -475,7 +485,8 @@ def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list
     if t["per_benchmark"]:
         col = t["columns"][0]
         header = ["method"] + [h for g in GROUPS for h in ([g, "paper", "Δ"] if ref and g == "all" else [g])]
-        header += ["norm max/min"]
+        header += ["norm max/min"] + (["effort"] if _has_effort(t) else [])
+        header += ["trainable"] if _has_trainable(t) else []
         body = []
         for name, cells in t["rows"].items():
             c = cells.get(col, {})
@@ -488,9 +499,11 @@ def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list
                 if ref and g == "all":
                     line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
             line.append(_fmt(c.get("norm_ratio"), pm))
-            body.append(line)
+            line += [_effort(c.get("effort"))] if _has_effort(t) else []
+            body.append(line + ([trainable_text(c.get("trainable"))] if _has_trainable(t) else []))
         return header, body
     header = ["method"] + [h for col in t["columns"] for h in ([col, "paper", "Δ"] if ref else [col])]
+    header += ["effort"] if _has_effort(t) else []
     body = []
     for name, cells in t["rows"].items():
         line = [name]
@@ -499,8 +512,64 @@ def _header_and_body(t: dict[str, Any], pm: str = "±") -> tuple[list[str], list
             line.append(_fmt(c.get("all"), pm) + _marks(c))
             if ref:
                 line += [_num(c.get("paper", {}).get("all")), _num(c.get("all", {}).get("delta"))]
-        body.append(line)
+        body.append(line + ([_effort([c.get("effort") for c in cells.values()])] if _has_effort(t) else []))
     return header, body
+
+
+def _has_trainable(t: dict[str, Any]) -> bool:
+    """A table with a tuned or pretrained backbone's row has a trainable-parameters column."""
+    return any("trainable" in c for cells in t["rows"].values() for c in cells.values())
+
+
+def _has_effort(t: dict[str, Any]) -> bool:
+    """A table with `ltbench tune` rows has an effort column (``_tuning_effort``)."""
+    return any("effort" in c for cells in t["rows"].values() for c in cells.values())
+
+
+def _tuning_effort(rows: dict[str, dict[str, Any]], cand: dict[tuple[str, str], dict[str, list[dict[str, Any]]]],
+                   mix_protocols: bool = False) -> list[str]:
+    """For a table with `ltbench tune` rows (records with ``tuned``: ltbench.tune.rows): the effort behind
+    each cell (``cell["effort"]``: a tuned row's trials and the device seconds of its study's runs; else the
+    configurations validation chose among and the device seconds of their runs and stage-1 runs), and the
+    notes that say how each tuned row was tuned."""
+    by_id = {r["run_id"]: r for cs in cand.values() for g in cs.values() for r in g}
+    notes = []
+    for (name, col), configs in sorted(cand.items()):
+        groups = list(configs.values())
+        for label, gs in ([("", groups)] if mix_protocols else _by_protocol(groups)):
+            cell = rows.get(f"{name} ({label})" if label else name, {}).get(col)
+            tuned = gs[0][0].get("tuned")
+            if cell is None:
+                continue
+            if tuned is not None:
+                cell["effort"] = {"trials": tuned["trials"], "device_s": round(tuned["device_s"], 1)}
+                extra = ", ".join(f"{tuned[k]} {k}" for k in ("pruned", "failed") if tuned[k])
+                notes.append(f"{name} on {col}: tuned on validation: {tuned['trials']} trials"
+                             + (f" ({extra})" if extra else "") + f", {tuned['how']}; {tuned['values']} (study "
+                             f"{tuned['study']}; `ltbench plot tune {tuned['study']}`)")
+                continue
+            runs = [r for g in gs for r in g]
+            parents = {r["method_record"].get("parent") for r in runs} - {None}
+            seconds = sum(map(_run_seconds, runs)) + sum(_run_seconds(by_id[p]) for p in parents if p in by_id)
+            cell["effort"] = {"configurations": len(gs), "device_s": round(seconds, 1)}
+    return notes
+
+
+def _run_seconds(r: dict[str, Any]) -> float:
+    t = r.get("timings") or {}
+    return float(t.get("train_s", 0) or 0) + float(t.get("final_eval_s", 0) or 0)
+
+
+def _effort(effort: list[dict[str, Any]] | dict[str, Any] | None) -> str:
+    """An effort cell: "30 trials, 1.20 h" for a tuned row, "2 configs, 4.0 min" for a recipe row; the cells
+    of a row (several columns) summed."""
+    cells = [effort] if isinstance(effort, dict) else [e for e in effort or [] if e]
+    if not cells:
+        return "-"
+    trials, configs = sum(e.get("trials", 0) for e in cells), sum(e.get("configurations", 0) for e in cells)
+    s = sum(e.get("device_s", 0.0) for e in cells)
+    time = f"{s:.0f} s" if s < 60 else f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
+    return f"{trials} trials, {time}" if trials else f"{configs} config{'s' if configs != 1 else ''}, {time}"
 
 
 def _footer(t: dict[str, Any]) -> list[str]:
@@ -528,9 +597,102 @@ def _latex_escape(s: str) -> str:
     return _latex_symbols(s)
 
 
+BOLD_NOTE = ("bold: the best mean of each accuracy column (ties: each), among this table's own runs; published "
+             "numbers (paper) are not compared")
+
+
+def _best(t: dict[str, Any], header: list[str]) -> dict[tuple[int, int], dict[str, Any]]:
+    """The (row, column) positions in the body of ``_header_and_body`` that hold the highest mean of their
+    accuracy column (a benchmark's all; many, medium, few and all of a one-benchmark table), ties all,
+    with their statistics; only our runs' means (n > 0), never a published number."""
+    names = list(t["rows"])
+    where = {g: (t["columns"][0], g) for g in GROUPS} if t["per_benchmark"] else {c: (c, "all") for c in t["columns"]}
+    best = {}
+    for j, h in enumerate(header):
+        if j == 0 or h not in where:
+            continue
+        col, g = where[h]
+        stats = {i: t["rows"][n].get(col, {}).get(g, {}) for i, n in enumerate(names)}
+        stats = {i: s for i, s in stats.items() if s.get("n", 0) > 0 and s.get("mean") is not None}
+        top = max((s["mean"] for s in stats.values()), default=None)
+        best.update({(i, j): s for i, s in stats.items() if s["mean"] == top})
+    return best
+
+
+def _tex(text: str) -> str:
+    """A cell's text with TeX's special characters escaped, as tabulate's latex_booktabs escapes them."""
+    from tabulate import LATEX_ESCAPE_RULES
+
+    return "".join(LATEX_ESCAPE_RULES.get(ch, ch) for ch in text)
+
+
+def _latex(t: dict[str, Any]) -> str:
+    """A booktabs table, numbers right-aligned, the best mean of each accuracy column in \\textbf (``_best``;
+    its marks and published numbers stay outside), the footnotes as comments."""
+    header, body = _header_and_body(t)
+    best = _best(t, header)
+    cells = []
+    for i, line in enumerate(body):
+        row = []
+        for j, text in enumerate(line):
+            number = _fmt(best[(i, j)]) if (i, j) in best else ""  # the start of the cell's text
+            row.append(f"\\textbf{{{number}}}{_tex(text[len(number):])}" if number else _tex(text))
+        cells.append(row)
+    table = tabulate(cells, headers=[_tex(h) for h in header], tablefmt="latex_raw", disable_numparse=True,
+                     colalign=("left",) + ("right",) * (len(header) - 1)).split("\n")
+    rules = [k for k, line in enumerate(table) if line == "\\hline"]  # latex_raw's rules -> booktabs'
+    for k, rule in zip(rules, ("\\toprule", "\\midrule", "\\bottomrule"), strict=True):
+        table[k] = rule
+    notes = _footer(t) + ([f"- {BOLD_NOTE}"] if best else [])
+    return "\n".join([_latex_symbols("\n".join(table)), *(f"% {_latex_escape(line)}" for line in notes)])
+
+
+def _markdown(t: dict[str, Any]) -> str:
+    """A pipe table (numbers right-aligned, ``|`` escaped in cells), then the notes as a list after a
+    blank line, and the commands that fill missing cells as code."""
+    header, body = _header_and_body(t)
+    md = [[cell.replace("|", "\\|") for cell in line] for line in [header, *body]]
+    table = tabulate(md[1:], headers=md[0], tablefmt="pipe", disable_numparse=True,
+                     colalign=("left",) + ("right",) * (len(header) - 1))
+    lines = [f"- {n}" for n in t["notes"]]
+    if t["missing"]:
+        lines += ["", "Missing cells, and the commands that fill them:", ""]
+        lines += [f"- {m['column']} ({', '.join(m['rows'])}): `{m['command']}`" for m in t["missing"]]
+    return "\n".join([table, *([""] + lines if lines else [])])
+
+
+WIDE_STATS = ("mean", "std", "n")
+
+
+def _csv_wide(t: dict[str, Any]) -> str:
+    """One line per row, one column per benchmark column x group x statistic (``COLUMN/GROUP/STAT``: mean,
+    std, n; paper and delta with --reference), then ``COLUMN/marks`` (†, ‡); numbers as the table holds
+    them (means and stds rounded to 2 decimals), an empty cell where there is none."""
+    stats = WIDE_STATS + (("paper", "delta") if t["reference"] else ())
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method"] + [f"{col}/{g}/{s}" for col in t["columns"] for g in GROUPS for s in stats]
+               + [f"{col}/marks" for col in t["columns"]])
+    for name, cells in t["rows"].items():
+        line: list[Any] = [name]
+        for col in t["columns"]:
+            c = cells.get(col, {})
+            for g in GROUPS:
+                stat = {**c.get(g, {"mean": None, "std": None, "n": 0}), "paper": c.get("paper", {}).get(g)}
+                line += ["" if stat.get(s) is None else stat[s] for s in stats]
+        w.writerow(line + [_marks(cells.get(col, {})) for col in t["columns"]])
+    return buf.getvalue()
+
+
 def render(t: dict[str, Any], fmt: str = "github") -> str:
     if fmt == "json":
         return json.dumps(t, indent=2, sort_keys=True, ensure_ascii=False)
+    if fmt == "markdown":
+        return _markdown(t)
+    if fmt == "csv-wide":
+        return _csv_wide(t)
+    if fmt == "latex":
+        return _latex(t)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -549,8 +711,4 @@ def render(t: dict[str, Any], fmt: str = "github") -> str:
     header, body = _header_and_body(t)
     if fmt == "github":
         return "\n".join([tabulate(body, headers=header, tablefmt="github", disable_numparse=True), *_footer(t)])
-    if fmt == "latex":  # tabulate's booktabs table (it escapes TeX's special characters), symbols typeset
-        table = tabulate(body, headers=header, tablefmt="latex_booktabs", disable_numparse=True,
-                         colalign=("left",) + ("right",) * (len(header) - 1))
-        return "\n".join([_latex_symbols(table), *(f"% {_latex_escape(line)}" for line in _footer(t))])
     raise ValueError(f"unknown format {fmt!r}")

@@ -72,6 +72,15 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                   "data": {"subset": "first", "normalization": "wb_code", "report": "test_flip_avg"},
                   "backbone": "resnet34_cifar"},
     },
+    # LIFT (Shi et al., ICML 2024), their configs/model/clip_vit_b16.yaml and scripts/run_tab1to4_main_results.sh:
+    # CLIP ViT-B/16, SGD momentum 0.9, lr 0.01, weight decay 5e-4, batch 128, 10 epochs (20 on iNaturalist),
+    # CosineAnnealingLR stepped after each epoch (lr_update=epoch_start), no warm-up, the last epoch's model
+    # reported (no selection). The method `lift` adds its own (AdaptFormer, cosine head, LA loss); any other
+    # method under --recipe lift trains with this protocol. digits-LT: the same protocol, for the code path.
+    "lift": {family: {"stage": {"epochs": 20 if family == "inat2018" else 10, "batch_size": 128, "lr": 0.01,
+                                "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 0,
+                                "lr_update": "epoch_start", "select": "last"}, "backbone": "clip_vit_b16"}
+             for family in ("cifar", "imagenet_lt", "inat2018", "places_lt", "digits")},
 }
 
 

@@ -63,10 +63,11 @@ def builtin_methods() -> list[str]:
 
 
 def every_method() -> list[str]:
-    """What --method all names: every registered method, built-in or plugin."""
+    """What --method all names: every registered method, built-in or plugin, but those that run only by name
+    (``Method.presentation.in_all`` false: zeroshot and lift, which need a foundation model's weights)."""
     from ..registry import methods
 
-    return [e.name for e in methods.entries()]
+    return [e.name for e in methods.entries() if e.obj.presentation.in_all]
 
 
 def known_names(benchmark: str | None, method: str | None) -> tuple[list[str], list[str]]:
@@ -216,7 +217,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "download": ((bool,), "True or False"), "force": ((bool,), "True or False"),
     "sync_bn": ((bool,), "True or False"), "compile": ((bool,), "True or False"),
     "keep_features": ((bool,), "True or False"), "test_every_epoch": ((bool,), "True or False"),
-    "log": ((str, list, tuple), "'tensorboard'"), "progress": ((bool,), "True, False or None"),
+    "log": ((str, list, tuple), "'tensorboard', 'wandb', 'mlflow', 'a,b' or a list"), "progress": ((bool,), "True, False or None"),
     "retry_failed": ((bool,), "True or False"), "launch": ((dict,), "a dict of launch options"),
 }
 
@@ -329,6 +330,7 @@ class RunRequest:
         log = ",".join(self.log) if isinstance(self.log, (list, tuple)) else self.log
         return RunOptions(data_root=self.data_root_or_default, device=self.device, download=self.download,
                           split_root=self.split_root, init_weights=self.init_weights, sync_bn=self.sync_bn,
+                          backbone_weights=self.backbone_weights_file(),
                           compile=self.compile, keep_features=self.keep_features,
                           test_every_epoch=self.test_every_epoch, log=parse_log(log), live_progress=self.progress)
 
@@ -344,11 +346,20 @@ class RunRequest:
         check_writable(self.results, probe=not dry_run)
         log = ",".join(self.log) if isinstance(self.log, (list, tuple)) else self.log
         check_available(parse_log(log))
-        check_specs(specs, self.data_root_or_default, self.split_root, self.download)
+        check_specs(specs, self.data_root_or_default, self.split_root, self.download, self.backbone_weights_file(),
+                    dry_run)
+
+    def backbone_weights_file(self) -> Path | None:
+        """The file of --set backbone.weights=FILE (from the command line, a config file or the API), if any."""
+        from .run_spec import backbone_weights_file
+
+        return backbone_weights_file(self.selection().sets)
 
 
-def check_specs(specs: list[RunSpec], data_root: Path, split_root: Path | None, download: bool) -> None:
-    """Each benchmark's data (once per benchmark and data) and each method's backbone requirements."""
+def check_specs(specs: list[RunSpec], data_root: Path, split_root: Path | None, download: bool,
+                weights: Path | None = None, dry_run: bool = False) -> None:
+    """Each benchmark's data (once per benchmark and data), each method's backbone requirements, and the
+    backbone itself (ltbench.models.pretrained: its library, its weights, the tuning of each stage)."""
     import json
 
     from ..registry import benchmarks, methods
@@ -361,6 +372,27 @@ def check_specs(specs: list[RunSpec], data_root: Path, split_root: Path | None, 
             benchmarks.get(spec.benchmark)().check_data(spec.data, Path(data_root), download, split_root)
         for problem in methods.get(spec.method)().backbone_problems(spec.backbone):
             raise LtbenchError(problem)
+        if methods.get(spec.method).needs_class_names:
+            _check_class_names(spec, Path(data_root), split_root)
+        from ..models.pretrained import backbone_problems
+
+        for problem in backbone_problems(spec, weights, download, dry_run):
+            raise LtbenchError(f"{spec.method} on {spec.backbone}: {problem}.")
+
+
+def _check_class_names(spec: RunSpec, data_root: Path, split_root: Path | None) -> None:
+    """A method that reads class names (CLIP text features) on data that is here but gives none: one line.
+    Data still to be downloaded is checked by the run itself, once it is here."""
+    from ..data.benchmark import class_names_missing
+    from ..registry import benchmarks
+
+    bench = benchmarks.get(spec.benchmark)()
+    try:
+        bench.check_data(spec.data, data_root, False, split_root)
+    except LtbenchError:
+        return
+    if bench.read_class_names(spec.data, data_root, split_root) is None:
+        raise LtbenchError(class_names_missing(bench, spec.data, data_root, spec.method))
 
 
 def _launch_fields() -> dict[str, Any]:

@@ -46,6 +46,9 @@ class RunSpec:
     stages: dict[str, dict[str, Any]]
     parent: dict[str, Any] | None = None  # canonical spec of the stage-1 run a decoupled method builds on
     init: str | None = None  # "sha256:<hex>" of the initial backbone weights, when not a random init
+    # a pretrained backbone's weights when not its library's (--set backbone.weights): "sha256:<hex>" of a file,
+    # or "none" (random init); None: the library's weights (ltbench.models.pretrained)
+    weights: str | None = None
     protocol: int = PROTOCOL_VERSION
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # not hashed
     parent_origins: dict[str, str] = field(default_factory=dict, compare=False)  # the stage-1 run's origins
@@ -64,6 +67,8 @@ class RunSpec:
         }
         if self.init is not None:
             out["init"] = self.init
+        if self.weights is not None:
+            out["weights"] = self.weights
         return out
 
     @property
@@ -102,6 +107,7 @@ class RunSpec:
         return RunSpec(
             benchmark=d["benchmark"], data=d["data"], method=d["method"], backbone=d["backbone"],
             recipe=d["recipe"], seed=d["seed"], stages=d["stages"], parent=d.get("parent"), init=d.get("init"),
+            weights=d.get("weights"),
             protocol=d.get("protocol", PROTOCOL_VERSION), origins=d.get("origins", {}),
             parent_origins=d.get("parent_origins", {}),
         )
@@ -111,6 +117,8 @@ def flat_settings(spec: dict[str, Any]) -> dict[str, Any]:
     """A spec (as in spec.json) by the names a user writes: backbone, recipe, data.KEY, STAGE.KEY, and
     stage1.KEY for the stage-1 run a decoupled method builds on."""
     out: dict[str, Any] = {"backbone": spec["backbone"], "recipe": spec["recipe"]}
+    if spec.get("weights"):
+        out["backbone.weights"] = spec["weights"]
     out.update({f"data.{k}": v for k, v in spec["data"].items()})
     for stage, hp in spec["stages"].items():
         out.update({f"{stage}.{k}": v for k, v in hp.items()})
@@ -238,7 +246,7 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         raise LtbenchError(f"--seed {seed}: a seed must lie in 0..{MAX_SEED} (2^63-1).")
     init = _init_id(init_weights)
     m: Method = methods.get(method)()
-    overrides = parse_sets(sets or [])
+    weights, overrides = backbone_weights(parse_sets(sets or []))
     if stage1_run is not None and not m.stage1:
         raise LtbenchError(f"--stage1: {method} is a one-stage method; only decoupled methods "
                            f"({', '.join(n for n in methods.names() if methods.get(n).stage1)}) build on a stage-1 run.")
@@ -246,7 +254,7 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         Path(data_root), split_root), "--data-root")}  # fixed values of the data's parameters
     if not m.stage1:
         return replace(_resolve_one(method, benchmark, backbone, recipe, imbalance, epochs, overrides, bound, seed),
-                       init=init)
+                       init=init, weights=weights)
 
     recipe = recipe or m.default_recipe
     b: Benchmark = benchmarks.get(benchmark)()
@@ -258,13 +266,13 @@ def resolve(method: str, benchmark: str, *, backbone: str | None = None, recipe:
         parent_sets = [o._replace(stage="train" if o.stage == "stage1" else o.stage) for o in qualified
                        if o.stage in ("stage1", "data")]
         parent = replace(_resolve_one(m.stage1, benchmark, backbone, recipe, imbalance, epochs, parent_sets,
-                                      stage1_fixed, seed, names={"train": "stage1"}), init=init)
+                                      stage1_fixed, seed, names={"train": "stage1"}), init=init, weights=weights)
         own_sets = [o for o in qualified if o.stage not in ("stage1", "data")]
     else:
         if any(st in ("stage1", "data") for st, *_ in overrides) or imbalance is not None or backbone is not None \
-                or epochs is not None or init is not None:
+                or epochs is not None or init is not None or weights is not None:
             raise LtbenchError("with --stage1 RUN the stage-1 settings, the backbone and the data come from that "
-                               "run; drop --imbalance/--backbone/--epochs/--init-weights/--set stage1.*/data.* "
+                               "run; drop --imbalance/--backbone/--epochs/--init-weights/--set stage1.*/data.*/backbone.* "
                                "(stage-2 epochs: --set stage2.epochs=N).")
         parent = _given_stage1(stage1_run, m, benchmark)
         own_sets = overrides
@@ -284,6 +292,37 @@ def _init_id(init_weights: Path | None) -> str | None:
     if not Path(init_weights).is_file():
         raise LtbenchError(f"--init-weights {init_weights}: no such file.")
     return weights_id(Path(init_weights))
+
+
+def backbone_weights(overrides: list[Override]) -> tuple[str | None, list[Override]]:
+    """--set backbone.weights=FILE|none out of ``overrides``: the spec's ``weights`` ("sha256:<hex>" of FILE, or
+    "none") and the other overrides."""
+    own = [o for o in overrides if o.stage == "backbone"]
+    for o in own:
+        if o.key != "weights" or not isinstance(o.value, str) or not o.value:
+            raise LtbenchError(f"{o.where}: the backbone has one setting, weights: --set backbone.weights=FILE (a "
+                               "checkpoint of the pretrained backbone) or backbone.weights=none (random init).")
+    if len(own) > 1:
+        raise LtbenchError(f"{own[-1].where}: backbone.weights is already set by {own[0].where}; keep one of them.")
+    rest = [o for o in overrides if o.stage != "backbone"]
+    if not own:
+        return None, rest
+    value = own[0].value
+    if value.lower() == "none":
+        return "none", rest
+    if not Path(value).expanduser().is_file():
+        raise LtbenchError(f"{own[0].where}: no such file {value}; pass a checkpoint of the backbone (a state dict, "
+                           "an open_clip or timm checkpoint, .pt/.bin/.safetensors) or none (random init).")
+    from ..models.pretrained import file_id
+
+    return file_id(Path(value).expanduser()), rest
+
+
+def backbone_weights_file(sets: list[str | Override]) -> Path | None:
+    """The FILE of --set backbone.weights=FILE among ``sets`` (None: not given, or none)."""
+    weights = [o for o in parse_sets(sets) if o.stage == "backbone" and o.key == "weights"]
+    value = weights[-1].value if weights else None
+    return Path(value).expanduser() if isinstance(value, str) and value.lower() != "none" else None
 
 
 def _qualified(overrides: list[Override], plain: RunSpec, own: RunSpec) -> list[Override]:
@@ -476,7 +515,7 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     _refuse_epochs_twice(m, epochs, stages, origins, shown)
     for st, hp in stages.items():  # a group switched on (maxnorm=true): its settings join at their defaults
         for group in GROUPS:
-            if hp.get(group.switch) is True:
+            if group.joins(hp.get(group.switch)):
                 _join_group(group, st, hp, origins)
 
     if "imbalance" in data:

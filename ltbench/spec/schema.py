@@ -161,6 +161,8 @@ def _show(v: Any) -> str:
 
 
 MAX_EPOCHS = 100_000
+# Parameter-efficient tuning modes (ltbench.models.peft), as LIFT's configs name them (Shi et al. 2024).
+TUNINGS = ("full", "linear", "bias", "layernorm", "vpt_shallow", "vpt_deep", "adapter", "adaptformer", "lora", "ssf")
 MAX_BATCH = 2**20
 
 # The engine's settings of every training stage, in the order help and the README list them.
@@ -178,8 +180,9 @@ ENGINE: tuple[Setting, ...] = (
             low=0, high=1, low_open=True, high_open=True, read_under=("schedule", ("step",))),
     Setting("gamma", 0.1, "step schedule: lr factor at each milestone", "schedule", low=0, high=1, low_open=True,
             read_under=("schedule", ("step",))),
-    Setting("lr_update", "step", "the schedule changes the lr every step, or once per epoch at its start (the WB "
-            "code)", "schedule", choices=("step", "epoch"), since="step"),
+    Setting("lr_update", "step", "the schedule changes the lr every step, or once per epoch at its start: to the "
+            "value at the epoch's end (epoch: the WB code) or at its start (epoch_start: torch's CosineAnnealingLR "
+            "stepped per epoch, LIFT's)", "schedule", choices=("step", "epoch", "epoch_start"), since="step"),
     Setting("lr_scaling", "none", "linear: lr x batch_size / base_batch (Goyal et al.), recorded as effective_lr",
             "schedule", choices=("none", "linear"), since="none"),
     Setting("base_batch", 256, "the batch size that lr is stated for", "schedule", low=1, high=MAX_BATCH, since=256,
@@ -207,10 +210,13 @@ ENGINE: tuple[Setting, ...] = (
             "settings join the stage when on)", "maxnorm", since=False),
     Setting("select", "val", "the reported epoch: best on val | best on test (labelled) | last", "selection",
             choices=("val", "test", "last")),
-    Setting("cache_features", True, "classifier-only stages without augmentation train on features extracted "
-            "once", "speed"),
+    Setting("cache_features", True, "classifier-only stages without augmentation, and tuning=linear stages, train "
+            "on features extracted once", "speed"),
     Setting("precision", "bf16", "autocast on CUDA (the CPU is always fp32): bf16 | fp32 (the WB code)", "speed",
             choices=("bf16", "fp32"), since="bf16"),
+    Setting("tuning", "full", "what trains besides the classifier: full (every parameter, as before) | linear | bias | "
+            "layernorm | vpt_shallow | vpt_deep | adapter | adaptformer | lora | ssf (ltbench.models.peft; the modes "
+            "after layernorm need a ViT)", "tuning", choices=TUNINGS, since="full"),
 )
 
 
@@ -222,8 +228,13 @@ class Group:
     name: str
     switch: str
     settings: tuple[Setting, ...]
+    when: tuple[Any, ...] = (True,)  # the values of ``switch`` that bring the group in
+
+    def joins(self, value: Any) -> bool:
+        return value in self.when
 
 
+_VPT, _BOTTLENECK = ("vpt_shallow", "vpt_deep"), ("adapter", "adaptformer", "lora")
 GROUPS: tuple[Group, ...] = (
     Group("maxnorm", "maxnorm", (
         Setting("threshold", 0.1, "radius = min ‖w_k‖ + threshold (max ‖w_k‖ - min ‖w_k‖), norms as the stage starts",
@@ -231,6 +242,18 @@ GROUPS: tuple[Group, ...] = (
         Setting("maxnorm_every", "step", "project after every optimizer step (the WB paper) | every epoch (the WB "
                 "code)", "maxnorm", choices=("step", "epoch"), read_under=("maxnorm", (True,))),
     )),
+    Group("vpt", "tuning", (
+        Setting("vpt_len", 10, "prompt tokens (VPT shallow: after the patch embedding; deep: fresh ones at every block)",
+                "tuning", low=1, high=4096, read_under=("tuning", _VPT)),
+    ), when=_VPT),
+    Group("bottleneck", "tuning", (
+        Setting("adapter_dim", 0, "bottleneck width of Adapter/AdaptFormer, rank of LoRA; 0: LIFT's rule 2^floor(log2("
+                "classes / (2 blocks))), at least 1", "tuning", low=0, high=65536, read_under=("tuning", _BOTTLENECK)),
+    ), when=_BOTTLENECK),
+    Group("lora", "tuning", (
+        Setting("lora_alpha", 1.0, "LoRA's update is (lora_alpha / adapter_dim) B A x (1: LIFT's 1 / rank)", "tuning",
+                low=0, low_open=True, read_under=("tuning", ("lora",))),
+    ), when=("lora",)),
 )
 
 # The engine's settings of a classifier-only stage on a frozen backbone (Method.frozen_features).
@@ -248,8 +271,20 @@ ADDED_ELSEWHERE: dict[str, Any] = {"normalization": "own", "report": "test", "ke
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in (*ENGINE, *FROZEN, *(s for g in GROUPS for s in g.settings))}
 
+# Settings of every benchmark's data (``data.KEY``, beside the benchmark's own parameters): the images at a
+# backbone's resolution (ltbench.data.resolution). At their defaults a from-scratch backbone's data is what it was.
+DATA: tuple[Setting, ...] = (
+    Setting("resolution", 0, "side of the images after LIFT's transforms (train RandomResizedCrop + flip, test "
+            "Resize(side*8/7) + CenterCrop); 0: a pretrained backbone's input size, the benchmark's own pipeline for a "
+            "from-scratch backbone", "data", low=0, high=4096, since=0),
+    Setting("input_norm", "auto", "mean/std of the inputs: auto (a pretrained backbone's own, else the benchmark's) | "
+            "backbone | benchmark", "data", choices=("auto", "backbone", "benchmark"), since="auto"),
+)
+DATA_BY_KEY: dict[str, Setting] = {s.key: s for s in DATA}
+
 # Every key added after protocol 1 -> the value runs had before it: hashed only when it differs.
-SINCE: dict[str, Any] = {**{k: s.since for k, s in BY_KEY.items() if s.since is not UNSET}, **ADDED_ELSEWHERE}
+SINCE: dict[str, Any] = {**{k: s.since for k, s in BY_KEY.items() if s.since is not UNSET}, **ADDED_ELSEWHERE,
+                         **{s.key: s.since for s in DATA}}
 
 
 def engine_defaults(frozen: bool = False) -> dict[str, Any]:
@@ -316,9 +351,18 @@ def _cross_problems(where: str, hp: Mapping[str, Any]) -> list[str]:
     milestones = hp.get("milestones", [])
     if milestones != sorted(milestones):
         problems.append(f"{where}.milestones={_show(milestones)}: must be increasing fractions of the epochs in (0, 1)")
+    tuning = hp.get("tuning", "full")
+    if "frozen_bn" in hp and tuning not in ("full", "linear"):  # a classifier-only stage on a frozen backbone
+        problems.append(f"{where}.tuning={tuning}: {where} trains the classifier of a frozen backbone; tune the "
+                        "backbone in the stage that trains it (e.g. stage1.tuning)")
     if hp.get("autoaugment", "none") != "none" and not hp.get("augment", True):
         problems.append(f"{where}.autoaugment={hp['autoaugment']}: needs {where}.augment=true (it augments the "
                         "training images after their crop and flip)")
+    images = [k for k in ("mix", "autoaugment") if hp.get(k, "none") != "none"]
+    if tuning == "linear" and hp.get("cache_features", True) and images:
+        problems.append(f"{where}.{images[0]}={hp[images[0]]}: {where}.tuning=linear trains on the frozen backbone's "
+                        f"features of the unaugmented images, extracted once; set {where}.cache_features=false (the "
+                        f"frozen backbone every epoch) or another {where}.tuning, or drop {images[0]}")
     return problems
 
 

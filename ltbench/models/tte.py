@@ -1,0 +1,50 @@
+"""Test-time ensembling (LIFT, Shi et al., ICML 2024: ``tte``, ``expand``, ``tte_mode`` in their trainer.py):
+each evaluation image is resized so that its shorter side is the model's input size plus ``expand`` (24 in
+LIFT's CLIP ViT-B/16 config), cut into crops of the input size (``five``: the four corners and the centre,
+torchvision's FiveCrop; ``ten``: those and their mirror images, TenCrop), and the model's logits of the
+crops are averaged. Resizing is bilinear with antialiasing (torchvision's ``resize`` of a tensor); LIFT
+resizes the PIL image before normalising it, the same up to interpolation rounding (bilinear weights sum
+to one, so resizing and per-channel normalisation commute)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+CROPS = ("five", "ten")
+
+
+def crops(x: torch.Tensor, size: tuple[int, int], expand: int, mode: str = "five") -> list[torch.Tensor]:
+    """The crops of a batch of images (N, C, H, W): resized to shorter side min(size) + ``expand``, then
+    torchvision's five (or ten) crops of ``size``."""
+    import torchvision.transforms.functional as TF
+
+    big = TF.resize(x, [min(size) + expand], antialias=True)
+    if mode == "five":
+        return list(TF.five_crop(big, list(size)))
+    if mode == "ten":
+        return list(TF.ten_crop(big, list(size)))
+    raise ValueError(f"unknown crops {mode!r}; one of {', '.join(CROPS)}")
+
+
+def input_size(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """The size a model's feature extractor takes (a pretrained tower's ``size``), else the images' own."""
+    size = getattr(getattr(model, "features", None), "size", None)
+    return tuple(size) if size else tuple(x.shape[-2:])  # type: ignore[return-value]
+
+
+class CropEnsemble(nn.Module):
+    """Evaluation of ``model`` with test-time ensembling: the mean of its logits over ``crops``. Only for
+    evaluation (the engine's final report, `ltbench eval`); the wrapped model is what is saved."""
+
+    def __init__(self, model: nn.Module, expand: int = 24, mode: str = "five"):
+        super().__init__()
+        self.model, self.expand, self.mode = model, int(expand), mode
+
+    @property
+    def classifier(self) -> nn.Module:  # the wrapped model's (its norms in the report)
+        return self.model.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        views = crops(x, input_size(self.model, x), self.expand, self.mode)
+        return torch.stack([self.model(v) for v in views]).mean(0)
