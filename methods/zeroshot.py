@@ -49,8 +49,9 @@ class ZeroShot(Method):
                 f"--backbone with one of {CLIP_BACKBONES}."]
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
-        if getattr(model, "clip", None) is None:
-            raise LtbenchError(self.backbone_problems(type(model).__name__)[0])
+        if getattr(model, "clip", None) is None:  # refused before the run (backbone_problems); a plugin's model here
+            raise LtbenchError(f"zeroshot needs a CLIP backbone (image and text towers); this model has no text tower: "
+                               f"pass --backbone with one of {CLIP_BACKBONES}.")
         projection = model.image_projection
         scale = clip_logit_scale(model)
         dim = model.feature_dim if projection is None else projection.shape[1]

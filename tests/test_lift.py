@@ -272,43 +272,69 @@ def test_ltbench_eval_of_a_lift_run_scores_its_test_report(lift_run):
 # ------------------------------------------------------------------------------ test-time ensembling
 
 
+def five_crops(big: torch.Tensor, size: int = 32) -> list[torch.Tensor]:
+    """torchvision's FiveCrop by hand: the four corners (tl, tr, bl, br) and the centre."""
+    h, w = big.shape[-2:]
+    origins = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
+               (int(round((h - size) / 2)), int(round((w - size) / 2)))]
+    return [big[..., t:t + size, s:s + size] for t, s in origins]
+
+
 @pytest.mark.parametrize("mode", ["five", "ten"])
 def test_crop_ensemble_is_the_mean_logits_of_the_crops_by_hand(mode):
     model = clip_model(mode="adaptformer")
     LIFT().prepare(model, lift_ctx())
     model.eval()
-    x = torch.randn(2, 3, 8, 10)
-    # their test transform: Resize(input + expand) of the shorter side, then FiveCrop / TenCrop(input)
-    big = F.interpolate(x, size=(56, 70), mode="bilinear", antialias=True, align_corners=False)
-    corners = [(0, 0), (0, 70 - 32), (56 - 32, 0), (56 - 32, 70 - 32), (12, 19)]  # and the centre
-    views = [big[..., t:t + 32, s:s + 32] for t, s in corners]
-    if mode == "ten":
-        views += [v.flip(-1) for v in views]
+    x = torch.randn(2, 3, 8, 11)
+    # their test transform: Resize(input + expand) of the shorter side (8 -> 56, 11 -> 77), then FiveCrop or
+    # TenCrop (the five crops of the image and of its mirror image) of the input size (32)
+    big = F.interpolate(x, size=(56, 77), mode="bilinear", antialias=True, align_corners=False)
+    views = five_crops(big) + (five_crops(big.flip(-1)) if mode == "ten" else [])
     with torch.no_grad():
         hand = sum(model(v) for v in views) / len(views)
         torch.testing.assert_close(CropEnsemble(model, 24, mode)(x), hand)
+        # views the data made, (N, K, C, H, W) as their test loader gives them: their mean logits over K
+        torch.testing.assert_close(CropEnsemble(model, 24, mode)(torch.stack(views, dim=1)), hand)
     assert CropEnsemble(model).classifier is model.classifier
 
 
-def test_a_lift_run_with_tte_records_it_and_its_report_and_eval_are_the_crops(tmp_path):
+def spy(monkeypatch, cls: type) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every (input, output) of ``cls.forward`` from now on (the real forward runs)."""
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = cls.forward
+
+    def forward(self, x):
+        out = real(self, x)
+        calls.append((x.detach().clone(), out.detach().clone()))
+        return out
+
+    monkeypatch.setattr(cls, "forward", forward)
+    return calls
+
+
+def test_a_lift_run_with_tte_reports_and_evaluates_through_the_crops(tmp_path, monkeypatch):
     store = Store(tmp_path)
     spec = resolve("lift", "digits_lt", backbone="clip_vit_tiny", epochs=1, sets=["train.tte=true"])
+    calls = spy(monkeypatch, CropEnsemble)
     result = execute(spec, store, OPTS)
     assert result["method_record"]["tte"] == {"crops": "five", "expand": 24}
+    assert calls  # the final report went through the ensemble
     rd = store.run_dir(spec)
     splits = benchmarks.get("digits_lt")().load(spec.data, None)
     wrapped = load_model(rd, rd.spec(), result, splits, CPU)
     assert isinstance(wrapped, CropEnsemble)
     model = wrapped.model.eval()
-    x = splits.normalize(splits.test.x)
-    big = F.interpolate(x.expand(-1, 3, -1, -1), size=(56, 56), mode="bilinear", antialias=True)
-    with torch.no_grad():
-        logits = sum(model(big[..., t:t + 32, s:s + 32]) for t, s in ((0, 0), (0, 24), (24, 0), (24, 24), (12, 12)))
-    pred, y = logits.argmax(1), splits.test.y
-    per_class = [100.0 * float((pred[y == c] == c).float().mean()) for c in range(10)]
-    assert result["test"]["per_class"] == pytest.approx(per_class)
+    with torch.no_grad():  # each image the report scored (as the run's data gave it), by hand from model.pt
+        for x, out in calls:
+            h, w = x.shape[-2:]  # torchvision's Resize(56): the shorter side to 56, the other in proportion
+            size = (56, int(56 * w / h)) if h <= w else (int(56 * h / w), 56)
+            big = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            hand = sum(model(v) for v in five_crops(big)) / 5
+            torch.testing.assert_close(out, hand, rtol=1e-4, atol=1e-5)
+    calls.clear()
     record, _ = run_eval(store, spec.run_id, "digits_lt", "test", EVAL_OPTS)
-    for key in ("top1", "class_mean", "per_class"):
+    assert calls  # `ltbench eval` too
+    for key in ("top1", "class_mean", "many", "medium", "few", "per_class"):
         assert record["scores"][key] == result["test"][key], key
 
 
@@ -330,27 +356,30 @@ def test_zeroshot_logits_are_exp_logit_scale_cos_of_the_projected_feature_and_th
     assert ctx.record["zero_shot"] == {"prompt": "default", "logit_scale": scale, "embedding_dim": 32}
 
 
-def test_a_zeroshot_run_trains_nothing_and_scores_as_the_hand_computation_and_eval(tmp_path):
+def test_a_zeroshot_run_trains_nothing_and_scores_as_the_hand_computation_and_eval(tmp_path, monkeypatch):
+    from ltbench.models.pretrained import PretrainedModel
+
     store = Store(tmp_path)
     spec = resolve("zeroshot", "digits_lt", backbone="clip_vit_tiny")
+    calls = spy(monkeypatch, PretrainedModel)
     result = execute(spec, store, OPTS)
     rd = store.run_dir(spec)
     assert result["params"]["trainable"] == 0 and not rd.checkpoint_file.exists() and not list(rd.metrics())
     torch.manual_seed(spec.seed)
-    model = build_run_model(spec, 10, 1, None, False)[0].eval()
+    model = build_run_model(spec, 10, 1, None, False)[0].eval()  # the model as the run built it
     final = torch.load(rd.model_file, weights_only=True)
     start = model.state_dict()
     assert all(torch.equal(start[k], final[k]) for k in start if k.startswith("features."))  # no training
-    splits = benchmarks.get("digits_lt")().load(spec.data, None)
     text = unit(hand_text(model, [f"a photo of a {d}." for d in range(10)]))
     torch.testing.assert_close(final["classifier.weight"], text)
-    with torch.no_grad():
-        image = model.features(splits.normalize(splits.test.x)) @ model.image_projection
-    pred, y = (unit(image) @ text.T).argmax(1), splits.test.y
-    per_class = [100.0 * float((pred[y == c] == c).float().mean()) for c in range(10)]
-    assert result["test"]["per_class"] == pytest.approx(per_class)
+    scale = math.exp(float(model.clip.logit_scale.detach()))
+    assert calls
+    with torch.no_grad():  # every batch the report scored: exp(logit_scale) cos(feature P, text), by hand
+        for x, out in calls:
+            image = model.features(x) @ model.image_projection
+            torch.testing.assert_close(out, scale * unit(image) @ text.T, rtol=1e-4, atol=1e-4)
     record, _ = run_eval(store, spec.run_id, "digits_lt", "test", EVAL_OPTS)
-    for key in ("top1", "class_mean", "per_class"):
+    for key in ("top1", "class_mean", "many", "medium", "few", "per_class"):
         assert record["scores"][key] == result["test"][key], key
 
 

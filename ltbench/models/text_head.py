@@ -1,7 +1,7 @@
 """Classifier heads of foundation-model methods: CLIP text embeddings of class names, and the cosine
 classifier that LIFT (Shi et al., ICML 2024; shijxcs/LIFT) initialises from them, written anew from their
 trainer.py, models/classifiers.py and models/models.py and checked against hand computations in
-tests/test_lift.py and tests/test_zeroshot.py.
+tests/test_lift.py.
 
 - ``prompts``: each class name (``_`` read as a space) in a template: ``default`` is "a photo of a {}.",
   ``ensemble`` CLIP's 80 ImageNet templates (open_clip's ``OPENAI_IMAGENET_TEMPLATES``, the list LIFT's
@@ -34,7 +34,9 @@ from ..errors import LtbenchError
 
 PROMPTS = ("default", "ensemble", "classname")
 DEFAULT_TEMPLATE = "a photo of a {}."
-LIFT_SCALE = 25.0  # LIFT's utils/config.py `scale`, passed to CosineClassifier through **cfg
+# LIFT's utils/config.py `_C.scale = 25`, which models/models.py passes to CosineClassifier with **cfg (over the
+# class's own default of 30 in models/classifiers.py, which no LIFT run uses)
+LIFT_SCALE = 25.0
 TEXT_BATCH = 1000  # prompts per text-tower forward (LIFT splits by 1000 when memory runs out)
 OPENAI_VOCAB = 49408  # the byte-pair vocabulary of CLIP's own tokenizer (open_clip's SimpleTokenizer)
 
@@ -81,18 +83,14 @@ def text_embeddings(model: nn.Module, class_names: Sequence[str], prompt: str = 
     tokenize = _tokenizer(clip)
     was_training = clip.training
     clip.eval()  # its image tower is the model's own: put back as it was below
-    try:
-        total = None
-        for template in templates(prompt):
-            texts = prompts(class_names, template)
-            parts = [model.encode_text(tokenize(texts[i:i + TEXT_BATCH]).to(device)).float()
-                     for i in range(0, len(texts), TEXT_BATCH)]
-            emb = F.normalize(torch.cat(parts), dim=-1)
-            total = emb if total is None else total + emb
+    chosen = templates(prompt)
+    texts = [p for template in chosen for p in prompts(class_names, template)]  # template-major
+    try:  # every template's prompts together, TEXT_BATCH a forward pass (80 templates: not 80 small passes)
+        emb = torch.cat([model.encode_text(tokenize(texts[i:i + TEXT_BATCH]).to(device)).float()
+                         for i in range(0, len(texts), TEXT_BATCH)])
     finally:
         clip.train(was_training)
-    assert total is not None
-    return total / len(templates(prompt))
+    return F.normalize(emb.view(len(chosen), len(class_names), -1), dim=-1).mean(0)
 
 
 def head_weights(model: nn.Module, text: torch.Tensor) -> torch.Tensor:

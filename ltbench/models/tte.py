@@ -1,10 +1,18 @@
 """Test-time ensembling (LIFT, Shi et al., ICML 2024: ``tte``, ``expand``, ``tte_mode`` in their trainer.py):
 each evaluation image is resized so that its shorter side is the model's input size plus ``expand`` (24 in
-LIFT's CLIP ViT-B/16 config), cut into crops of the input size (``five``: the four corners and the centre,
-torchvision's FiveCrop; ``ten``: those and their mirror images, TenCrop), and the model's logits of the
-crops are averaged. Resizing is bilinear with antialiasing (torchvision's ``resize`` of a tensor); LIFT
-resizes the PIL image before normalising it, the same up to interpolation rounding (bilinear weights sum
-to one, so resizing and per-channel normalisation commute)."""
+LIFT's CLIP ViT-B/16 config, 21 in their ViT-L/14 one), cut into crops of the input size (``five``: the four
+corners and the centre, torchvision's FiveCrop; ``ten``: those of the image and of its mirror image, TenCrop),
+and the model's logits of the crops are averaged (their test(): the crops of a batch through the model, the
+logits' mean over the crops).
+
+``CropEnsemble`` takes either the views already made, (N, K, C, H, W) as LIFT's test loader gives them
+(the data's business: LIFT resizes the original PIL image), or a batch of images (N, C, H, W), which it
+resizes and crops itself: bilinear with antialiasing (torchvision's ``resize`` of a tensor), the same as
+LIFT's up to interpolation rounding when the images are the benchmark's own (resizing and per-channel
+normalisation commute: bilinear weights sum to one). Where the images it receives are already an
+evaluation view (Resize(R * 8 // 7) + CenterCrop(R) at a pretrained backbone's resolution,
+ltbench.data.resolution), its crops are of that centre crop, not of the whole image: the data must give the
+views for LIFT's exact protocol."""
 
 from __future__ import annotations
 
@@ -46,5 +54,6 @@ class CropEnsemble(nn.Module):
         return self.model.classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = crops(x, input_size(self.model, x), self.expand, self.mode)
+        """(N, classes): the mean logits over the views, given (N, K, C, H, W) or made from (N, C, H, W)."""
+        views = x.unbind(1) if x.dim() == 5 else crops(x, input_size(self.model, x), self.expand, self.mode)
         return torch.stack([self.model(v) for v in views]).mean(0)
