@@ -411,7 +411,11 @@ class ImageFolder(Benchmark):
         "is carved out of train/ per class, seeded); or split lists in a folder DIR (--split-root DIR): train.txt "
         "and optionally val.txt, test.txt ('relative/path label' per line, paths relative to ROOT) and classes.txt "
         "(one class name per line).")
-    default_backbone = "resnet50"
+    # A pretrained CLIP ViT-B/16 with a linear probe on its features (extracted once), said at run start; a
+    # from-scratch ResNet-50 (the ImageNet pipeline, data.crop/resize/color_jitter) is --backbone resnet50.
+    default_backbone = "clip_vit_b16"
+    pretrained_tuning = "linear"
+    scratch_backbone = "resnet50"
     transform_keys = ("crop", "resize", "color_jitter")  # the ImageNet pipeline of a from-scratch backbone
     recipe_family = "imagenet_lt"  # the ImageNet-style protocol of the paper and kang recipes
     params: ClassVar[dict[str, Any]] = {

@@ -168,7 +168,8 @@ def test_eval_errors_are_one_line(trained, tmp_path):
     runner = CliRunner()
     base = ["eval", spec.run_id, "--dataset", "digits_lt", "--results", str(store.root), "--device", "cpu"]
     cases = [(base + ["--split", "holdout"], "--split 'holdout': expected one of test, val, train"),
-             (base + ["--set", "train.lr=1"], "takes the data settings of digits_lt only (data.imbalance)"),
+             (base + ["--set", "train.lr=1"],
+              "takes the data settings of digits_lt only (data.imbalance, data.input_norm, data.resolution)"),
              (["eval", "ffffff", "--dataset", "digits_lt", "--results", str(store.root)], "no run in"),
              (base[:2] + ["--dataset", "nonesuch", "--results", str(store.root)], "unknown benchmark 'nonesuch'")]
     for args, message in cases:

@@ -102,33 +102,33 @@ def test_training_batches_equal_torchvision_random_resized_crop_of_pil_images_wi
     assert start == 37 and 0 < flipped < start  # batches of 16, 16 and 5: every image, some mirrored
 
 
-def test_the_boxes_are_torchvisions_random_resized_crop_params_for_the_same_draws():
+def test_the_vectorised_boxes_follow_torchvisions_get_params_one_image_at_a_time():
+    """RandomResizedCrop.get_params, written out for one image (ten tries of an area in 8..100% and a log-uniform
+    ratio in 3/4..4/3, the first that fits placed uniformly, else the whole image): the batched draws give the
+    same boxes from the same uniform numbers."""
+    import math
+
     from ltbench.data.resolution import boxes_from_draws
 
     g = torch.Generator().manual_seed(0)
-    tries, offsets = torch.rand(400, 10, 2, generator=g, dtype=torch.float64), torch.rand(400, 2, generator=g,
-                                                                                          dtype=torch.float64)
-    tries[:5] = 1.0  # area 1 and the widest ratio never fit a square image: the central fallback
-    boxes = boxes_from_draws(32, 32, tries, offsets)
-
-    class Replay:  # torchvision's get_params reads torch's global draws; here the same uniform numbers
-        def __init__(self, i: int):
-            self.u = [v for t in tries[i].tolist() for v in t]
-            self.o = offsets[i].tolist()
-
-    import math
+    tries = torch.rand(400, 10, 2, generator=g, dtype=torch.float64)
+    offsets = torch.rand(400, 2, generator=g, dtype=torch.float64)
+    tries[:5, :, 0] = 1.0  # the whole area at a ratio that is not 1 fits no square image: the fallback
+    tries[:5, :, 1] = 0.0
+    h_, w_ = 24, 32
+    boxes = boxes_from_draws(h_, w_, tries, offsets)
     for i in range(400):
-        r = Replay(i)
-        want = None
-        for t in range(10):
-            area = 32 * 32 * (0.08 + r.u[2 * t] * 0.92)
-            aspect = math.exp(math.log(3 / 4) + r.u[2 * t + 1] * (math.log(4 / 3) - math.log(3 / 4)))
+        want = (0, 0, h_, w_)  # the fallback: 32/24 lies inside 3/4..4/3, so the whole image
+        for area_u, ratio_u in tries[i].tolist():
+            area = h_ * w_ * (0.08 + area_u * 0.92)
+            aspect = math.exp(math.log(3 / 4) + ratio_u * (math.log(4 / 3) - math.log(3 / 4)))
             w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-            if 0 < w <= 32 and 0 < h <= 32:
-                want = (int(r.o[0] * (32 - h + 1)), int(r.o[1] * (32 - w + 1)), h, w)
+            if 0 < w <= w_ and 0 < h <= h_:
+                top, left = offsets[i].tolist()
+                want = (int(top * (h_ - h + 1)), int(left * (w_ - w + 1)), h, w)
                 break
-        assert tuple(boxes[i].tolist()) == (want or (0, 0, 32, 32)), i
-    assert (boxes[:5] == torch.tensor([0, 0, 32, 32])).all()
+        assert tuple(boxes[i].tolist()) == want, i
+    assert (boxes[:5] == torch.tensor([0, 0, h_, w_])).all()
 
 
 @pytest.mark.parametrize("size, shape, channels", [(40, (32, 32), 3), (224, (32, 32), 3), (16, (32, 32), 3),
@@ -189,7 +189,7 @@ def test_a_cifar_run_at_resolution_40_uses_the_backbones_normalisation_and_eval_
     assert inp["size"] == 40 and inp["test"] == "Resize(45) + CenterCrop(40), Pillow's bilinear"
     assert inp["normalize"] == ("mean (0.4815, 0.4578, 0.4082), std (0.2686, 0.2613, 0.2758) (the backbone's)")
     # clip_vit_tiny is a ViT of 32 px: the fallback, said in the record
-    assert inp["in_model"] == "resized (bilinear) from 40 to 32x32 inside the model, its fixed input"
+    assert inp["in_model"] == "resized (bilinear) from 40 to 32x32, the backbone's input, inside the model"
     assert result["method_record"]["backbone"]["input"].startswith("40 px through LIFT's transforms, the backbone's")
     assert result["spec"]["data"]["resolution"] == 40 and "input_norm" not in result["spec"]["data"]
     out = CliRunner().invoke(app, ["eval", result["run_id"], "--dataset", "cifar10_lt", "--data-root",
@@ -200,17 +200,23 @@ def test_a_cifar_run_at_resolution_40_uses_the_backbones_normalisation_and_eval_
     assert abs(record["scores"]["top1"] - result["test"]["top1"]) < 1e-9  # the same model, the same view
 
 
-def test_an_image_folder_on_a_pretrained_backbone_gets_a_linear_probe_at_its_size(tmp_path):
+def test_an_image_folder_on_a_pretrained_backbone_gets_a_linear_probe_at_its_size_and_says_so(tmp_path, monkeypatch):
     write_image_folder(tmp_path / "folder", [8, 6, 4], sizes=(20, 36))
-    [result] = run(method="ce", dataset="imagefolder", backbone="clip_vit_tiny", epochs=2, results=tmp_path / "r",
-                   data_root=tmp_path / "folder", progress=False, device="cpu",
-                   set=["data.test_per_class=2", "data.val_per_class=1"])
+    monkeypatch.setattr(benchmarks.get("imagefolder"), "default_backbone", "clip_vit_tiny")  # weights here: none
+    out = CliRunner().invoke(app, ["run", "-m", "ce", "-d", "imagefolder", "--epochs", "2", "--data-root",
+                                   str(tmp_path / "folder"), "--results", str(tmp_path / "r"), "--device", "cpu",
+                                   "--set", "data.test_per_class=2", "--set", "data.val_per_class=1"])
+    assert out.exit_code == 0, out.output
+    assert ("imagefolder: clip_vit_tiny pretrained (its default backbone), a linear probe on its features, extracted "
+            "once; --backbone resnet50 trains from scratch") in " ".join(out.output.split())  # at the run's start
+    result = json.loads(next((tmp_path / "r").glob("runs/*/*/*/result.json")).read_text())
     spec = json.loads(next((tmp_path / "r").glob("runs/*/*/*/spec.json")).read_text())
     assert spec["stages"]["train"]["tuning"] == "linear" and spec["stages"]["train"]["augment"] is False
     assert spec["origins"]["train.tuning"] == "benchmark imagefolder (pretrained backbone)"
     transform = result["data_info"]["transform"]
     assert transform["train"] == "RandomResizedCrop(32, scale=(0.08, 1.0)) + RandomHorizontalFlip"  # no jitter
     assert transform["test"] == "Resize(36) + CenterCrop(32)" and "(the backbone's)" in transform["normalize"]
+    assert result["data_info"]["input"]["size"] == 32 and "in_model" not in result["data_info"]["input"]
     assert result["method_record"]["train_path"] == "cached_features"
 
 
@@ -278,10 +284,14 @@ def test_imagefolder_defaults_to_a_linear_probe_on_clip_vit_b16_and_says_so(tmp_
     assert lift.stages["train"]["tuning"] == "adaptformer" and lift.origins["train.tuning"] == "method lift"
     scratch = resolve("ce", "imagefolder", backbone="resnet50")
     assert scratch.stages["train"]["tuning"] == "full" and scratch.stages["train"]["augment"] is True
+    assert scratch.run_id == "d74bcfefd1e1"  # the id this spec had as imagefolder's default, before this one
     assert default_note(scratch) is None and scratch.origins["train.tuning"] == "engine"
     assert resolve("ce", "imagefolder", sets=["train.tuning=full"]).stages["train"]["tuning"] == "full"
     wb = resolve("wb", "imagefolder")
     assert wb.parent["stages"]["train"]["tuning"] == "linear" and default_note(wb.parent_spec()) == NOTE
+    mixup = resolve("mislas", "imagefolder").parent_spec().stages["train"]  # mixed images: the backbone each epoch
+    assert mixup["tuning"] == "linear" and mixup["cache_features"] is False and mixup["mix"] == "mixup"
+    assert resolve("ride", "imagefolder").backbone == "resnet50_3experts"  # experts: the from-scratch backbone's
 
     write_image_folder(tmp_path / "folder", [6, 4])
     args = ["run", "-m", "ce", "-d", "imagefolder", "--data-root", str(tmp_path / "folder"),

@@ -115,7 +115,7 @@ def test_load_counts_groups_and_record(name: str, trees: dict[str, Tree]) -> Non
 
 def test_spec_parameters_and_labels() -> None:
     spec = resolve("ce", "imagenet_lt", sets=["data.crop=32", "data.resize=36"])
-    assert spec.data == {"crop": 32, "resize": 36, "color_jitter": 0.4}
+    assert spec.data == {"crop": 32, "resize": 36, "color_jitter": 0.4, "resolution": 0, "input_norm": "auto"}
     assert spec.origins["data.crop"] == "--set"
     assert spec.label() == "ImageNet-LT (crop 32, resize 36)"
     assert resolve("ce", "imagenet_lt").label() == "ImageNet-LT"

@@ -192,6 +192,18 @@ def load_model(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], splits:
     return method.report_model(model.to(device, memory_format=torch.channels_last), ctx)
 
 
+def at_input(splits: TrainSplits, model: torch.nn.Module, data: dict[str, Any],
+             source_data: dict[str, Any]) -> TrainSplits:
+    """The evaluated splits seen as the run's model saw its own test images (ltbench.data.resolution: a
+    pretrained backbone's size and mean/std, LIFT's test view): the input settings (schema.DATA) of the
+    evaluated data where given (--set data.resolution=N), else the source run's."""
+    from ..data.resolution import at_backbone_input
+    from ..spec.schema import DATA_BY_KEY
+
+    inputs = {k: data.get(k, source_data.get(k, s.default)) for k, s in DATA_BY_KEY.items()}
+    return at_backbone_input(splits, model, inputs)[0]
+
+
 def score(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], benchmark: str, data: dict[str, Any],
           split: str, opts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load the evaluated instance, check its classes against the run's, and score the run's model on
@@ -215,6 +227,7 @@ def score(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], benchmark: s
     if len(getattr(splits, split)) == 0:
         raise LtbenchError(f"{where} has no images in its {split} split; choose another with --split.")
     model = load_model(rd, spec, result, splits, device)
+    splits = at_input(splits, model, data, spec["data"])
     bs = 1024 if device.type == "cuda" else 256
     try:
         logits, y = predict(model, splits, split, device, batch_size=bs)

@@ -34,9 +34,10 @@ def _settings(width: int) -> None:
     """Every engine setting of a stage (the schema), then each method's own keys: key, default, allowed,
     group and help; where that is too wide, the help goes under its row."""
     from ..registry import methods
-    from ..spec.schema import all_engine_settings, settings_table
+    from ..spec.schema import DATA, all_engine_settings, settings_table
 
-    sections = [("every training stage (the engine's)", all_engine_settings())]
+    sections = [("every training stage (the engine's)", all_engine_settings()),
+                ("every benchmark's data (data.KEY: the input of a pretrained backbone)", DATA)]
     sections += [(f"method {e.name} (its own keys)", e.obj.settings) for e in methods.entries() if e.obj.settings]
     headers = ["key", "default", "allowed", "group", "what"]
     for title, settings in sections:

@@ -104,6 +104,8 @@ def dry_run_text(specs: list[RunSpec], store: Store, force: bool = False) -> str
     """`ltbench run --dry-run`: every run the command would start, a decoupled method's stage-1 run
     (once) before the runs on it, each with its state and its settings by origin."""
 
+    from ..spec.inputs import default_note
+
     users = stage1_users(specs)
     order: dict[str, tuple[RunSpec, str]] = {}
     for s in specs:
@@ -118,6 +120,9 @@ def dry_run_text(specs: list[RunSpec], store: Store, force: bool = False) -> str
         lines.append(f"run {i}/{len(order)}  {_head(spec, role)}")
         lines.append(f"    state     {run_status(rd, spec, force)}")
         lines.append(f"    record    {rd.path}")
+        note = default_note(spec)  # imagefolder's pretrained backbone, and how to train from scratch
+        if note:
+            lines.append(f"    default   {note}")
         if spec.parent is not None:
             lines.append(f"    stage 1   run {spec.parent_id} (run {number[spec.parent_id]} above): its backbone "
                          "and data")

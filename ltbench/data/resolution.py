@@ -16,8 +16,13 @@ jitter (``ltbench.data.images.ImageTransform``).
 
 ``at_backbone_input`` chooses, for a run's model and data, the side (``data.resolution``, 0: a pretrained
 backbone's input size, nothing for a from-scratch one) and the mean and std (``data.input_norm``, auto: a
-pretrained backbone's own), and returns the splits to train on. ``resize_crop`` (a resize of the whole image,
-then a crop at a given place) is the primitive for other views of the evaluation images (test-time crops).
+pretrained backbone's own), and returns the splits to train on. The engine calls it as a run's model is built
+(ltbench.engine.training: training, evaluation and the features of frozen stages all read these splits) and
+`ltbench eval` with the source run's settings, so every view of an image is the one the run used. A
+pretrained model still resizes inside (ltbench.models.pretrained.ImageTower) only where the side is not its
+fixed input size: a data.resolution other than a ViT's own (the record's ``in_model`` says so).
+``resize_crop`` (a resize of the whole image, then a crop at a given place) is the primitive for other views
+of the evaluation images (test-time crops).
 """
 
 from __future__ import annotations
@@ -255,29 +260,44 @@ def backbone_input(model: Any, data: Any) -> BackboneInput:
 def at_backbone_input(splits: Any, model: Any, data: Any) -> tuple[Any, dict[str, Any] | None]:
     """The splits a run trains and evaluates on (``splits`` as the benchmark loaded them, brought to the
     model's input: ``backbone_input``), and what result.json's ``data_info.input`` says of it (None:
-    unchanged)."""
+    unchanged; an image-file benchmark's ``data_info.transform`` is updated too): the side, the train and test transforms, the normalisation and whose it is, where the model
+    still resizes (``in_model``: a side other than a fixed-size backbone's own, e.g. a ViT's), and
+    ``summary``, the line method_record.backbone.input keeps."""
     from .images import ImageFileSplits
 
     inp = backbone_input(model, data)
     if inp.size == 0 and inp.norm == "benchmark":
         return splits, None
     mean, std = inp.mean or tuple(splits.mean), inp.std or tuple(splits.std)
-    info = {"size": inp.size, "normalize": f"mean {_fmt(mean)}, std {_fmt(std)} (the {inp.norm}'s)"}
+    info: dict[str, Any] = {"size": inp.size}
     if isinstance(splits, ImageFileSplits):
         transform = splits.transform if inp.size == 0 else \
             dataclasses.replace(splits.transform, crop=inp.size, resize=inp.resize, color_jitter=0.0)
-        info.update(transform.describe(), normalize=info["normalize"])
-        out = dataclasses.replace(splits, transform=transform, mean=mean, std=std,
-                                  info={**splits.info, "transform": info})
-        return out, info
-    if type(splits) is not Splits:
+        info.update(transform.describe())
+    elif type(splits) is Splits:
+        transform = None
+        if inp.size:
+            flip = " + RandomHorizontalFlip" if splits.augment.flip else ""
+            info.update(train=f"RandomResizedCrop({inp.size}, scale={SCALE}, ratio=(3/4, 4/3)){flip}, Pillow's "
+                        "bilinear, batched on the device",
+                        test=f"Resize({inp.resize}) + CenterCrop({inp.size}), Pillow's bilinear")
+    else:
         raise LtbenchError(f"the splits of this benchmark ({type(splits).__name__}) cannot be brought to the "
                            f"backbone's input ({inp.size} px, the {inp.norm}'s normalisation); set data.resolution"
                            f" and data.input_norm to leave them as they are, or a from-scratch backbone.")
-    if inp.size:
-        info.update(train=f"RandomResizedCrop({inp.size}, scale={SCALE}, ratio=(3/4, 4/3))"
-                    + (" + RandomHorizontalFlip" if splits.augment.flip else "") + ", Pillow's bilinear, "
-                    "batched on the device", test=f"Resize({inp.resize}) + CenterCrop({inp.size}), Pillow's bilinear")
+    info["normalize"] = f"mean {_fmt(mean)}, std {_fmt(std)} (the {inp.norm}'s)"
+    fixed = getattr(getattr(model, "features", None), "size", None)  # a pretrained tower's input (ImageTower)
+    side = inp.size or (int(splits.transform.crop) if transform is not None else int(splits.train.x.shape[-1]))
+    if fixed and (side, side) != tuple(fixed):
+        info["in_model"] = f"resized (bilinear) from {side} to {fixed[0]}x{fixed[1]}, the backbone's input, inside " \
+            "the model"
+    info["summary"] = (f"{side} px through {'LIFT' if inp.size else 'the benchmark'}'s transforms, the {inp.norm}'s "
+                       "mean/std" + (f"; {info['in_model']}" if "in_model" in info else ""))
+    if transform is not None:
+        described = {**transform.describe(), "normalize": info["normalize"]}  # the benchmark's record, updated
+        out = dataclasses.replace(splits, transform=transform, mean=mean, std=std,
+                                  info={**splits.info, "transform": described, "input": info})
+        return out, info
     fields = {f.name: getattr(splits, f.name) for f in dataclasses.fields(Splits)}
     fields.update(mean=mean, std=std, info={**splits.info, "input": info})
     out = ResizedSplits(**fields, size=inp.size, resize=inp.resize) if inp.size else Splits(**fields)

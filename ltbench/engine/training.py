@@ -20,6 +20,7 @@ import torch
 from rich.markup import escape
 
 from ..data.benchmark import class_names_missing, default_data_root
+from ..data.resolution import at_backbone_input
 from ..data.splits import TrainSplits, per_epoch_generator, to_device
 from ..errors import LtbenchError
 from ..files import file_sha256, recorded_sha256
@@ -32,7 +33,9 @@ from ..registry import benchmarks, methods
 from ..results.loggers import Logs, log_final, open_logs
 from ..results.logs import write_metrics_csv
 from ..results.store import RunDir, Store, atomic_write_json, load_checked
+from ..spec.inputs import caches_features, default_note, frozen_backbone, is_pretrained
 from ..spec.run_spec import RunSpec
+from ..spec.schema import DATA_BY_KEY
 from . import distributed
 from .distributed import SINGLE, Dist
 from .environment import environment, resolve_device
@@ -66,7 +69,7 @@ class RunOptions:
     eval_batch_size: int | None = None  # None: 1024 on CUDA, 256 on the CPU (where larger batches run slower)
     extra_env: dict[str, Any] = field(default_factory=dict)
     sync_bn: bool = False  # several CUDA ranks: SyncBatchNorm instead of per-rank BatchNorm (recorded)
-    keep_features: bool = True  # stage-2 runs share features extracted from their stage-1 run (on disk)
+    keep_features: bool = True  # frozen backbones' features kept on disk and shared (stage-1 runs, <results>/features)
     compile: bool = False  # torch.compile the trained module (recorded in env; pays off on GPUs, long runs)
     test_every_epoch: bool = False  # evaluate the test set after every epoch (metrics.jsonl), not only at the end
     log: tuple[str, ...] = ()  # loggers besides metrics.jsonl/.csv: tensorboard, wandb, mlflow (ltbench.results.loggers)
@@ -352,6 +355,9 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
     if method.needs_class_names and names is None:
         raise LtbenchError(class_names_missing(bench, spec.data, Path(opts.data_root), spec.method))
     title = f"{spec.method}/{spec.benchmark}/{spec.run_id[:8]}"
+    note = default_note(spec)  # imagefolder's pretrained backbone by default, and how to train from scratch
+    if note and dist.is_main:
+        console.print(f"[dim]{escape(note)}[/dim]", highlight=False, soft_wrap=True)
     with contextlib.ExitStack() as lock:
         distributed.on_rank0(dist, lambda: _claim(spec, store, rd, force, lock, damaged, method))
         try:
@@ -437,31 +443,56 @@ class ClassifierHead(torch.nn.Module):
         return self.classifier(x)
 
 
+FEATURES = "features"  # <results>/features/<backbone>/<key>.pt: a pretrained backbone's features, shared by its runs
+
+
+def feature_data(data: dict[str, Any]) -> dict[str, Any]:
+    """What ``feature_key`` hashes of a run's data settings: all but the input settings at their defaults
+    (schema.DATA, which earlier specs did not hold), so that features kept before they existed still match."""
+    return {k: v for k, v in data.items() if k not in DATA_BY_KEY or v != DATA_BY_KEY[k].since}
+
+
+def feature_files(spec: RunSpec, store: Store, key: str) -> list[Path]:
+    """Where the features of ``key`` are kept, the first being where they are written: the stage-1 run's
+    ``features/`` folder (a stage-2 run: removed with that run), and for a pretrained backbone the store's
+    ``features/<backbone>/`` folder, which every run on that backbone and data reads (a one-stage run's
+    linear probe, and the stage 2 of a run whose stage 1 left the backbone frozen)."""
+    files = []
+    if spec.parent is not None:
+        files.append(store.run_dir(spec.parent_spec()).path / FEATURES / f"{key}.pt")
+    if is_pretrained(spec.backbone):
+        files.append(store.root / FEATURES / spec.backbone.replace(":", "_") / f"{key}.pt")
+    return files
+
+
 def _stage_features(model: LTModel, spec: RunSpec, splits: TrainSplits, device: torch.device, opts: RunOptions,
                     store: Store, dist: Dist) -> tuple[Any, str, dict[str, Any]]:
-    """The frozen backbone's features of train, val and test for a classifier-only stage. They are
-    kept in the stage-1 run's ``features/`` folder, content-addressed (``feature_key``), so every
-    later stage-2 run on that backbone (other methods, a stage-2 sweep) reads them instead of running
-    the backbone again; the record says which happened."""
+    """The frozen backbone's features of train, val and test (the evaluation view: unaugmented) for a stage
+    that trains its classifier on them (ltbench.spec.inputs.caches_features). They are kept on disk,
+    content-addressed (``feature_key``; where: ``feature_files``), so that every later run on that backbone
+    and data (other methods, a stage-2 sweep) reads them instead of running the backbone again; the record
+    says which happened, and where they are kept."""
     t0 = time.time()
-    file = None
-    key = feature_key(model.features, spec.data, device, opts.eval_batch_size)
+    key = feature_key(model.features, feature_data(spec.data), device, opts.eval_batch_size)
+    files = feature_files(spec, store, key) if opts.keep_features else []
     how = "extracted"
-    if opts.keep_features and spec.parent is not None:
-        file = store.run_dir(spec.parent_spec()).path / "features" / f"{key}.pt"
+    for file in files:
         if file.exists():
             feats, why = load_features(file, splits, device)
             if feats is not None:
-                return feats, key, {"features": f"reused {key}", "features_s": time.time() - t0}
+                return feats, key, {"features": f"reused {key}", "features_file": str(file),
+                                    "features_s": time.time() - t0}
             how = f"extracted again (the kept file {file.name} was {why})"
     feats = extract_features(model.features, splits, device, opts.eval_batch_size)
-    if file is not None and dist.is_main:
+    kept = {}
+    if files and dist.is_main:
         try:
-            save_features(feats, file)
+            save_features(feats, files[0])
+            kept = {"features_file": str(files[0])}
         except OSError as exc:  # only a lost speed-up: the run goes on with the features in memory
-            console.print(f"[yellow]warning: could not keep the features in {escape(str(file))} "
+            console.print(f"[yellow]warning: could not keep the features in {escape(str(files[0]))} "
                           f"({escape(str(exc.strerror))})[/yellow]")
-    return feats, key, {"features": how, "features_s": time.time() - t0}
+    return feats, key, {"features": how, **kept, "features_s": time.time() - t0}
 
 
 def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSplits, device: torch.device,
@@ -471,6 +502,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
     if device.type == "cuda":  # the fastest convolutions for training; evaluation and features pick
         torch.backends.cudnn.benchmark = True  # deterministic ones (ltbench.engine.evaluation.exact_arithmetic)
     model, records = _initial_model(spec, bench, splits, opts, store)
+    splits = _at_input(splits, model, spec, records)  # a pretrained backbone's size and normalisation
     model = distributed.prepare_model(model, dist, opts.sync_bn, device)
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
     t0 = time.time()
@@ -479,6 +511,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
     feats, key = None, None  # features of the frozen backbone, once a stage has needed them
     for stage in method.stages:
         hp, trains, frozen = spec.stages[stage], method.trains(stage), method.frozen_features(stage)
+        backbone_frozen = frozen_backbone(method, stage, hp, spec.backbone)  # also tuning=linear, pretrained
         ctx = StageContext(stage=stage, hp=hp, splits=splits, device=device, seed=spec.seed,
                            num_classes=splits.num_classes, class_counts=splits.class_counts, class_names=names)
         _prepare_stage(model, method, ctx, counted)
@@ -488,8 +521,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
             options = ctx.options.record()
             if options:
                 ctx.record[f"{stage}_tricks"] = options  # what result.json says of them
-        if frozen and (not trains or (not hp["augment"] and hp["cache_features"]
-                                      and hp.frozen_bn == "eval")):
+        if caches_features(method, stage, hp, spec.backbone):
             if feats is None:
                 feats, key, how = _stage_features(model, spec, splits, device, opts, store, dist)
                 records.update({f"{stage}_{k}": v for k, v in how.items()})
@@ -501,7 +533,7 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
                                    dist=dist)
             ctx.splits = splits
         elif trains:
-            if frozen:
+            if backbone_frozen:
                 bn = hp.frozen_bn
                 records[f"{stage}_path"] = f"frozen_backbone_per_epoch (augment {str(hp['augment']).lower()}, " \
                                            f"BatchNorm in {bn} mode{', running statistics updated' if bn == 'train' else ''})"
@@ -511,12 +543,14 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
         records.update(ctx.record)
     train_s = time.time() - t0
     t1 = time.time()
-    if feats is not None and feature_key(model.features, spec.data, device, opts.eval_batch_size) == key:
+    reported = method.report_model(model, ctx)
+    if feats is not None and reported is model and \
+            feature_key(model.features, feature_data(spec.data), device, opts.eval_batch_size) == key:
         # the backbone is still the one the features came from: evaluate the classifier on them
         report = final_report(ClassifierHead(model.classifier), feats, device, opts.eval_batch_size)
         records["final_eval"] = "cached_features"
     else:
-        report = final_report(method.report_model(model, ctx), splits, device, opts.eval_batch_size)
+        report = final_report(reported, splits, device, opts.eval_batch_size)
     result = _record(spec, bench, splits, selected, report, records, device, opts, dist, train_s, time.time() - t1,
                      names)
     result["params"] = counted.record(model, param_extra(model))  # trainable (in any stage) and total
@@ -526,6 +560,16 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
         rd.done_file.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         log_final(opts.log, rd, method.stages[-1], result)  # --log: after the record, never in its way
     return result
+
+
+def _at_input(splits: TrainSplits, model: torch.nn.Module, spec: RunSpec, records: dict[str, Any]) -> TrainSplits:
+    """The splits brought to the model's input (ltbench.data.resolution.at_backbone_input: a pretrained
+    backbone's size, mean and std, or data.resolution's size), what the record says of it (data_info.input,
+    and method_record.backbone.input for a pretrained backbone)."""
+    out, info = at_backbone_input(splits, model, spec.data)
+    if "backbone" in records and info is not None:
+        records["backbone"]["input"] = info["summary"]
+    return out
 
 
 def _prepare_stage(model: torch.nn.Module, method: Method, ctx: StageContext, counted: peft.ParamCount) -> None:

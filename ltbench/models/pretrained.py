@@ -155,8 +155,10 @@ backbones.prefixes["timm"] = timm_entry
 
 
 class ImageTower(nn.Module):
-    """A library's image network as ltbench's feature extractor: images of the benchmark's size and channels
-    go in, resized (bilinear) to the network's input ``size`` and grey repeated to three channels."""
+    """A library's image network as ltbench's feature extractor: images of another size than the network's
+    input ``size`` are resized to it (bilinear), grey ones repeated to three channels. Runs and `ltbench eval`
+    bring the images to that size with the library's mean/std first (ltbench.data.resolution); the resize here
+    is the fallback for a data.resolution other than a fixed-size network's own (a ViT's)."""
 
     def __init__(self, net: nn.Module, size: tuple[int, int], dim: int):
         super().__init__()
@@ -478,9 +480,11 @@ def build_run_model(spec: Any, num_classes: int, in_channels: int, file: Path | 
 
 
 def describe_input(model: nn.Module) -> str:
+    """What the model itself does to its inputs; a run replaces it with what its data does
+    (ltbench.data.resolution.at_backbone_input: the images at the backbone's size, with its mean/std)."""
     size = model.features.size
-    return f"images resized (bilinear) to {size[0]}x{size[1]}, grey repeated to 3 channels; the benchmark's " \
-           "normalisation (not the library's)"
+    return f"inputs of another size resized (bilinear) to {size[0]}x{size[1]} inside the model, grey repeated to 3 " \
+           "channels"
 
 
 def param_extra(model: nn.Module) -> dict[str, int]:

@@ -18,9 +18,11 @@ from ..data.benchmark import Benchmark
 from ..errors import LtbenchError
 from ..method import Method
 from ..registry import backbones, benchmarks, methods
+from .inputs import check_input, data_defaults, pretrained_defaults
 from .recipes import recipe_for
 from .schema import (
     BY_KEY,
+    DATA_BY_KEY,
     ENGINE,
     GROUPS,
     SINCE,
@@ -382,8 +384,9 @@ def _apply_sets(overrides: list[Override], stages: dict[str, dict[str, Any]], da
         if earlier is not None and not (earlier.origin != "--set" and o.origin == "--set"):  # --set beats a config
             raise LtbenchError(f"{o.where}: {shown(stage)}.{o.key} is already set by {earlier.where}; keep one of them.")
         set_by[f"{stage}.{o.key}"] = o
-        target[o.key] = setting_of(o.key, target[o.key], own).typed(f"{o.origin} {shown(stage)}.{o.key}", o.value,
-                                                                    target[o.key])
+        declared = DATA_BY_KEY[o.key] if stage == "data" and o.key in DATA_BY_KEY else \
+            setting_of(o.key, target[o.key], own)
+        target[o.key] = declared.typed(f"{o.origin} {shown(stage)}.{o.key}", o.value, target[o.key])
         origins[f"{stage}.{o.key}"] = o.origin
     for name, o in set_by.items():
         stage, _, key = name.partition(".")
@@ -464,13 +467,17 @@ def _stage_values(m: Method, rec: dict[str, Any], recipe: str, b: Benchmark, dat
 
 def _data_values(b: Benchmark, rec: dict[str, Any], recipe: str, fixed: dict[str, tuple[dict[str, Any], str]],
                  data: dict[str, Any] | None, origins: dict[str, str]) -> dict[str, Any]:
-    """The data's values before --imbalance and --set: the stage-1 run's (``data``), else the benchmark's,
-    the recipe's and what identifies the data under --data-root (``fixed["data"]``), with their origins."""
+    """The data's values before --imbalance and --set: the engine's input settings (``schema.DATA``), then
+    the stage-1 run's (``data``), else the benchmark's, the recipe's and what identifies the data under
+    --data-root (``fixed["data"]``), with their origins."""
+    inputs = data_defaults()  # the input settings of every benchmark (schema.DATA), after its own parameters
+    origins.update({f"data.{k}": "engine" for k in inputs})
     if data is not None:
         origins.update({f"data.{k}": "stage-1 run" for k in data})
-        return dict(data)
+        return {**data, **{k: v for k, v in inputs.items() if k not in data}}
     data = dict(b.params)
     origins.update({f"data.{k}": "benchmark" for k in data})
+    data.update({k: v for k, v in inputs.items() if k not in data})
     for k, v in rec.get("data", {}).items():
         data[k] = v
         origins[f"data.{k}"] = f"recipe {recipe}"
@@ -506,6 +513,8 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     _apply_sets(data_sets, {}, data, origins, method, benchmark, shown, bool(m.stage1), own)
     stages = _stage_values(m, rec, recipe, b, data, fixed, epochs, origins)
     base_backbone = rec.get("backbone") or b.default_backbone
+    if not rec.get("backbone") and b.scratch_backbone and m.backbone_problems(m.backbone_for(base_backbone)):
+        base_backbone = b.scratch_backbone  # a method that cannot take the benchmark's pretrained default (RIDE's experts)
     chosen_backbone = backbone or m.backbone_for(base_backbone)
     origins["backbone"] = "--backbone" if backbone else (f"method {method}" if chosen_backbone != base_backbone
                                                          else f"recipe {recipe}" if rec.get("backbone") else "benchmark")
@@ -513,16 +522,18 @@ def _resolve_one(method: str, benchmark: str, backbone: str | None, recipe: str 
     _apply_sets([o for o in overrides if o.stage != "data"], stages, data, origins, method, benchmark, shown,
                 bool(m.stage1), own)
     _refuse_epochs_twice(m, epochs, stages, origins, shown)
-    for st, hp in stages.items():  # a group switched on (maxnorm=true): its settings join at their defaults
-        for group in GROUPS:
-            if group.joins(hp.get(group.switch)):
-                _join_group(group, st, hp, origins)
 
     if "imbalance" in data:
         named = "--imbalance" if origins.get("data.imbalance") == "--imbalance" else "data.imbalance"
         data["imbalance"] = coerce(f"{benchmark}: {named}", data["imbalance"], b.params["imbalance"])
     b.check_params(data)
     backbones.get_entry(chosen_backbone)
+    check_input(b, data, chosen_backbone, origins)  # the input settings, and data keys they make do nothing
+    pretrained_defaults(b, chosen_backbone, m, stages, origins)  # imagefolder's linear probe, frozen stages
+    for st, hp in stages.items():  # a group switched on (maxnorm=true): its settings join at their defaults
+        for group in GROUPS:
+            if group.joins(hp.get(group.switch)):
+                _join_group(group, st, hp, origins)
     problems: list[str] = []
     for st, hp in stages.items():
         problems += stage_problems(shown(st), hp, own) + m.check(st, hp)

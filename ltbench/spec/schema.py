@@ -276,7 +276,8 @@ BY_KEY: dict[str, Setting] = {s.key: s for s in (*ENGINE, *FROZEN, *(s for g in 
 DATA: tuple[Setting, ...] = (
     Setting("resolution", 0, "side of the images after LIFT's transforms (train RandomResizedCrop + flip, test "
             "Resize(side*8/7) + CenterCrop); 0: a pretrained backbone's input size, the benchmark's own pipeline for a "
-            "from-scratch backbone", "data", low=0, high=4096, since=0),
+            "from-scratch backbone (a ViT of another fixed size resizes again inside the model, as the record says)",
+            "data", low=0, high=4096, since=0),
     Setting("input_norm", "auto", "mean/std of the inputs: auto (a pretrained backbone's own, else the benchmark's) | "
             "backbone | benchmark", "data", choices=("auto", "backbone", "benchmark"), since="auto"),
 )
