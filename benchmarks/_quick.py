@@ -50,3 +50,14 @@ def register_quick_backbones() -> None:
 def quick_backbone_for(method: Any) -> str:
     """The quick backbone for a method: the multi-expert variant where the method runs on one."""
     return QUICK_EXPERTS if method.backbone_for("small_cnn") != "small_cnn" else QUICK_BACKBONE
+
+
+def write_record(path: Any, record: dict[str, Any]) -> None:
+    """Write a benchmark's JSON record to ``path`` (a pathlib.Path; None: nowhere) and say where."""
+    import json
+
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")

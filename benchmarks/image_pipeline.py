@@ -18,7 +18,6 @@ Prints a table and writes benchmarks/results/image_pipeline.json. --quick: 256 i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ import PIL
 import torch
 import torchvision
 import torchvision.transforms as T
+from _quick import write_record
 from PIL import Image
 
 from ltbench.data.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, ImageFileSplits, ImageTransform
@@ -172,10 +172,7 @@ def main() -> None:
                    "device": "cpu", "ltbench_decode": "workers"},
         "results": results,
     }
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.output}")
+    write_record(args.output, record)
 
 
 if __name__ == "__main__":

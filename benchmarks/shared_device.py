@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _quick import write_record  # noqa: E402
 from cifar_files import write_cifar  # noqa: E402
 
 from ltbench.engine.environment import resolve_device  # noqa: E402
@@ -107,10 +107,7 @@ def main() -> None:
     data = "digits-LT" if args.quick else "CIFAR-100-LT-shaped data"
     print(f"{args.runs} {specs[0].backbone} runs on {data}, {args.epochs} epoch(s), {device}")
     print(tabulate(rows, headers=["measure", "value"], tablefmt="github"))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_record(args.out, out)
 
 
 if __name__ == "__main__":

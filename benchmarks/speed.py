@@ -42,7 +42,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _quick import QUICK_BACKBONE, register_quick_backbones  # noqa: E402
+from _quick import QUICK_BACKBONE, register_quick_backbones, write_record  # noqa: E402
 from cifar_files import write_cifar  # noqa: E402
 
 from ltbench.data.benchmark import lt_counts  # noqa: E402
@@ -227,10 +227,7 @@ def main() -> None:
     print(tabulate(rows, headers=["measure", "value"], tablefmt="github"))
     if args.out is None and not args.quick:
         args.out = ROOT / "benchmarks" / "results" / "speed.json"
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_record(args.out, out)
 
 
 if __name__ == "__main__":
