@@ -84,9 +84,6 @@ class Method:
     overrides: ClassVar[frozenset[str]] = frozenset()
     # How tables and `ltbench run` show it (row order, its stage-1 run as a row, the quickstart's set).
     presentation: ClassVar[Presentation] = Presentation()
-    # True when the method reads the benchmark's class names (``ctx.class_names``, e.g. for CLIP text features):
-    # a run is refused before anything is written when the benchmark cannot say them
-    needs_class_names: ClassVar[bool] = False
     # What `ltbench tune` searches when no --search names a key of this method: STAGE.KEY=RANGE items as
     # --search writes them (ltbench.tune.space), stage1.KEY for a decoupled method's stage-1 run.
     search_space: ClassVar[tuple[str, ...]] = ("train.lr=log:1e-3..0.5", "train.weight_decay=log:1e-5..1e-1")
@@ -120,6 +117,12 @@ class Method:
         """Why this method cannot train ``backbone`` (a registered name), as messages; checked with the
         other pre-run checks (also by --dry-run). Empty when it can."""
         return []
+
+    def needs_class_names(self, spec: Any) -> bool:
+        """Whether a run of ``spec`` (a RunSpec) reads the benchmark's class names (``ctx.class_names``, e.g. for CLIP's text
+        features), judged on its resolved settings and backbone: such a run is refused before anything is
+        written where the benchmark cannot say them. Default: False."""
+        return False
 
     def trains(self, stage: str) -> bool:
         """False for a stage that only transforms the model post hoc (no optimizer, no epochs)."""
@@ -174,6 +177,12 @@ class Method:
         the model itself, or e.g. LIFT's test-time ensembling of crops around it (ltbench.models.tte). What
         is saved is always ``model``."""
         return model
+
+    def report_splits(self, splits: TrainSplits, ctx: StageContext) -> TrainSplits:
+        """The splits that the final report and `ltbench eval` score ``report_model`` on (``splits``: the images
+        as the run's model read them): ``splits`` themselves, or e.g. LIFT's test-time crops of each whole
+        image, batches (N, K, C, H, W) that its ensemble averages (ltbench.data.resolution.with_tte_crops)."""
+        return splits
 
 
 def check_hparam_names(method: type[Method]) -> list[str]:

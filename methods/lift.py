@@ -11,8 +11,12 @@ computations in tests/test_lift.py):
 - the logit-adjusted loss CE(z + tau log prior), tau 1 (their ``LA``: prior = counts / total);
 - the protocol of the recipe ``lift`` (ltbench.spec.recipes): SGD 0.9, lr 0.01, WD 5e-4 on every trained
   parameter, batch 128, 10 epochs (20 on iNaturalist), cosine per epoch, the last epoch reported;
-- test-time ensembling as an option (``tte``: the mean of the logits of five (or ten) crops of each image
-  resized to the input size + ``tte_expand``; ltbench.models.tte), for the final report and `ltbench eval`.
+- test-time ensembling as an option (``tte``: the mean of the logits of five (or ten) crops of each whole image
+  resized to the input size + ``tte_expand``, as their test loader makes them: ltbench.data.resolution's
+  ``with_tte_crops``, ltbench.models.tte), for the final report and `ltbench eval`.
+
+It reads the benchmark's class names only for the text features (``needs_class_names``): init_head=text, or auto
+on a backbone with a text tower.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ltbench.data.resolution import CROPS, with_tte_crops
+from ltbench.data.splits import TrainSplits
 from ltbench.errors import LtbenchError
 from ltbench.method import Presentation, StageContext
 from ltbench.models.text_head import (
@@ -31,8 +37,9 @@ from ltbench.models.text_head import (
     head_weights,
     text_embeddings,
 )
-from ltbench.models.tte import CROPS, CropEnsemble
-from ltbench.registry import methods
+from ltbench.models.tte import CropEnsemble
+from ltbench.registry import backbones, methods
+from ltbench.spec.run_spec import RunSpec
 from ltbench.spec.schema import Setting
 
 from .logit_adjust import TAU, LogitAdjusted
@@ -54,8 +61,18 @@ def tte_model(model: torch.nn.Module, hp: Any) -> torch.nn.Module:
     return CropEnsemble(model, hp["tte_expand"], hp["tte_crops"]) if hp.get("tte") else model
 
 
+def tte_splits(splits: TrainSplits, hp: Any) -> TrainSplits:
+    """The splits the ensemble reads where the stage's settings ask for it: the crops of each whole image."""
+    return with_tte_crops(splits, hp["tte_expand"], hp["tte_crops"]) if hp.get("tte") else splits
+
+
 def tte_record(hp: Any) -> dict[str, Any]:
     return {"tte": {"crops": hp["tte_crops"], "expand": hp["tte_expand"]}} if hp.get("tte") else {}
+
+
+def has_text_tower(backbone: str) -> bool:
+    """Whether the registered ``backbone`` is a CLIP model (open_clip: image and text towers)."""
+    return getattr(backbones.get(backbone), "library", None) == "open_clip"
 
 
 @methods.register()
@@ -64,7 +81,6 @@ class LIFT(LogitAdjusted):
     description = "LIFT (Shi et al. 2024): AdaptFormer on CLIP, cosine head from text features, logit-adjusted loss"
     default_recipe = "lift"
     presentation = Presentation(order=73, in_default_run=False, in_all=False)
-    needs_class_names = True
     overrides = frozenset({"tuning"})  # set on purpose: AdaptFormer
     search_space = ("train.lr=log:1e-3..0.1", "train.weight_decay=log:1e-5..1e-2")
     settings = (TAU,
@@ -78,6 +94,12 @@ class LIFT(LogitAdjusted):
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"tuning": "adaptformer", "tau": 1.0, "scale": LIFT_SCALE, "init_head": "auto", "prompt": "default",
                 "tte": False, "tte_expand": 24, "tte_crops": "five"}
+
+    def needs_class_names(self, spec: RunSpec) -> bool:
+        """Only a head initialised from text features reads the class names: init_head=text, or auto on a
+        backbone with a text tower (``head_init``'s choice)."""
+        init = spec.stages["train"]["init_head"]
+        return init == "text" or (init == "auto" and has_text_tower(spec.backbone))
 
     def prepare(self, model: torch.nn.Module, ctx: StageContext) -> None:
         super().prepare(model, ctx)  # the log prior of the loss
@@ -120,3 +142,6 @@ class LIFT(LogitAdjusted):
 
     def report_model(self, model: torch.nn.Module, ctx: StageContext) -> torch.nn.Module:
         return tte_model(model, ctx.hp)
+
+    def report_splits(self, splits: TrainSplits, ctx: StageContext) -> TrainSplits:
+        return tte_splits(splits, ctx.hp)

@@ -3,7 +3,8 @@ configs/model/zsclip_*.yaml): no training; each class is CLIP's text embedding o
 80-template ensemble, ``prompt``), and an image's logits are exp(logit_scale) cos(image embedding, text
 embedding), the image embedding being the image tower's features through its projection. The classifier
 (text embeddings, projection and scale) is the model's, so model.pt holds it; test-time ensembling is an
-option as in LIFT (``tte``). Needs a CLIP backbone and the benchmark's class names."""
+option as in LIFT (``tte``: the crops of each whole image, ltbench.data.resolution.with_tte_crops). Needs a CLIP
+backbone and the benchmark's class names (always: ``needs_class_names``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from typing import Any
 
 import torch
 
+from ltbench.data.splits import TrainSplits
 from ltbench.errors import LtbenchError
 from ltbench.method import Method, Presentation, StageContext
 from ltbench.models.text_head import CosineClassifier, clip_logit_scale, text_embeddings
 from ltbench.registry import methods
+from ltbench.spec.run_spec import RunSpec
 
-from .lift import PROMPT, TTE, TTE_CROPS, TTE_EXPAND, tte_model, tte_record
+from .lift import PROMPT, TTE, TTE_CROPS, TTE_EXPAND, has_text_tower, tte_model, tte_record, tte_splits
 
 CLIP_BACKBONES = "clip_vit_b16, clip_vit_l14, clip_rn50 (clip_vit_tiny: the test-size random-init one)"
 
@@ -28,22 +31,20 @@ class ZeroShot(Method):
     stages = ("zeroshot",)
     default_recipe = "lift"
     presentation = Presentation(order=72, in_default_run=False, in_all=False)
-    needs_class_names = True
     search_space = ()
     settings = (PROMPT, TTE, TTE_EXPAND, TTE_CROPS)
 
     def trains(self, stage: str) -> bool:
         return False
 
+    def needs_class_names(self, spec: RunSpec) -> bool:
+        return True  # every class is its name's text embedding
+
     def hparams(self, stage: str, recipe: str, family: str) -> dict[str, Any]:
         return {"prompt": "default", "tte": False, "tte_expand": 24, "tte_crops": "five"}
 
     def backbone_problems(self, backbone: str) -> list[str]:
-        from ltbench.models.pretrained import Pretrained
-        from ltbench.registry import backbones
-
-        entry = backbones.get(backbone)
-        if isinstance(entry, Pretrained) and entry.library == "open_clip":
+        if has_text_tower(backbone):
             return []
         return [f"zeroshot needs a CLIP backbone (image and text towers); {backbone} has no text tower: pass "
                 f"--backbone with one of {CLIP_BACKBONES}."]
@@ -66,3 +67,6 @@ class ZeroShot(Method):
 
     def report_model(self, model: torch.nn.Module, ctx: StageContext) -> torch.nn.Module:
         return tte_model(model, ctx.hp)
+
+    def report_splits(self, splits: TrainSplits, ctx: StageContext) -> TrainSplits:
+        return tte_splits(splits, ctx.hp)

@@ -213,3 +213,61 @@ def test_clean_where_selects_by_setting(root):
 
     line = one_line_error(invoke("clean", "--where", "train.weight_decy=0", "--results", root))
     assert "train.weight_decay" in line  # did you mean
+
+
+def _folder_size(path: Path) -> str:
+    from ltbench.cli.show import _size
+
+    return _size(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()))
+
+
+def test_clean_features_removes_the_kept_features_no_unfinished_run_reads_with_sizes(root):
+    from ltbench.cli.curate import FEATURES
+    from ltbench.engine import training
+    from ltbench.spec.run_spec import resolve
+
+    assert FEATURES == training.FEATURES
+    rr = runs(root)  # before the run below: a second ce run
+    own = rr["stage1"].path / "features"  # wb's stage 2 kept the stage-1 backbone's features in its run folder
+    probe = resolve("ce", "digits_lt", backbone="clip_vit_tiny", epochs=1, sets=["train.tuning=linear"])
+    training.execute(probe, Store(root), training.RunOptions(device="cpu", live_progress=False))
+    shared = root / "features" / "clip_vit_tiny"  # a pretrained backbone's, shared by every run on it
+    assert own.is_dir() and shared.is_dir()
+    before, sizes = ids(root), {own: _folder_size(own), shared: _folder_size(shared)}
+
+    r = invoke("clean", "--features", "--results", root)  # every run finished: nobody reads them again
+    assert r.exit_code == 0, r.output
+    assert f"runs/digits_lt/ce/{rr['stage1'].run_id}/features" in r.output and "features/clip_vit_tiny" in r.output
+    assert sizes[own] in r.output and sizes[shared] in r.output and "clip_vit_tiny (pretrained backbone, shared)" \
+        in r.output and f"stage-1 run {rr['stage1'].run_id} (ce, digits_lt)" in r.output
+    assert "nothing removed; add --yes to remove these 2 feature folders" in r.output
+    assert own.is_dir() and shared.is_dir() and ids(root) == before
+
+    rr["wb"].done_file.unlink()  # wb unfinished: its stage 2 reads the stage-1 run's features when it resumes
+    r = invoke("clean", "--features", "--results", root, "--yes")
+    assert r.exit_code == 0, r.output
+    assert f"kept {own}: 1 unfinished run may read them (wb {rr['wb'].run_id} (digits_lt, unfinished))" in r.output
+    assert f"removed 1 feature folders ({sizes[shared]})" in r.output
+    assert own.is_dir() and not (root / "features").exists() and ids(root) == before  # no run removed
+
+    rr["wb"].failed_file.write_text(json.dumps({"error": "RuntimeError: boom", "time": 1.0}))  # with --failed: judged on the runs that remain once wb is removed
+    r = invoke("clean", "--failed", "--features", "--results", root)
+    assert r.exit_code == 0, r.output
+    assert rr["wb"].run_id in r.output and "these 1 runs" in r.output and "these 1 feature folders" in r.output
+    r = invoke("clean", "--failed", "--features", "--results", root, "--yes")
+    assert r.exit_code == 0, r.output
+    assert not rr["wb"].path.exists() and not own.exists() and rr["stage1"].path.is_dir()
+    r = invoke("clean", "--features", "--results", root)
+    assert r.exit_code == 0 and "no kept features to remove." in r.output, r.output
+
+
+def test_clean_features_refuses_a_symlinked_features_folder_before_removing_anything(root, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.pt").write_text("precious")
+    (root / "features").mkdir()
+    os.symlink(outside, root / "features" / "clip_vit_tiny")
+    own = runs(root)["stage1"].path / "features"
+    line = one_line_error(invoke("clean", "--features", "--results", root, "--yes"))
+    assert "symlink" in line and str(root / "features" / "clip_vit_tiny") in line
+    assert (outside / "keep.pt").read_text() == "precious" and own.is_dir()

@@ -25,7 +25,15 @@ from typer.testing import CliRunner  # noqa: E402
 
 from ltbench.api import run  # noqa: E402
 from ltbench.cli.app import app  # noqa: E402
-from ltbench.data.resolution import ResizedSplits, at_backbone_input, resize_crop  # noqa: E402
+from ltbench.data.resolution import (  # noqa: E402
+    CropFileSplits,
+    CropSplits,
+    ResizedSplits,
+    at_backbone_input,
+    resize_crop,
+    tte_crops,
+    with_tte_crops,
+)
 from ltbench.data.splits import Augment, ImageSet, Splits, per_epoch_generator, sample_indices  # noqa: E402
 from ltbench.errors import LtbenchError  # noqa: E402
 from ltbench.models import pretrained  # noqa: E402
@@ -163,6 +171,73 @@ def test_a_plain_splits_at_a_pretrained_backbone_input_is_resized_and_normalised
     scratch = backbones.get("small_cnn")(num_classes=5, in_channels=3)
     kept, nothing = at_backbone_input(plain, scratch, {"resolution": 0, "input_norm": "auto"})
     assert kept is plain and nothing is None  # a from-scratch backbone at the defaults: as it was
+
+
+@pytest.mark.parametrize("size, expand, shape, channels", [(32, 24, (8, 8), 1), (40, 24, (32, 32), 3),
+                                                            (224, 24, (32, 32), 3), (24, 21, (20, 28), 3),
+                                                            (16, 0, (32, 32), 3), (32, 5, (33, 33), 3)])
+@pytest.mark.parametrize("mode", ["five", "ten"])
+def test_the_test_time_crops_are_torchvisions_resize_and_five_or_ten_crop_of_pil_images(size, expand, shape,
+                                                                                          channels, mode):
+    """LIFT's test loader: Resize(size + expand) of each whole PIL image, then FiveCrop(size) or TenCrop(size)."""
+    x = images(5, *shape, channels=channels, seed=size + expand)
+    view = transforms.Compose([transforms.Resize(size + expand),
+                               transforms.FiveCrop(size) if mode == "five" else transforms.TenCrop(size)])
+    got = tte_crops(x, size, expand, mode)
+    assert got.shape == (5, 5 if mode == "five" else 10, channels, size, size)
+    for k in range(len(x)):
+        assert torch.equal(got[k], torch.stack([back(c) for c in view(pil(x[k]))])), k
+    if shape[0] == shape[1]:  # the splits' evaluation batches, and their mirrored ones (each crop mirrored)
+        splits = with_tte_crops(resized_splits(x, size), expand, mode)
+        assert isinstance(splits, CropSplits)
+        splits.normalize = lambda b: b  # type: ignore[method-assign]
+        (batch, _), = splits.eval_batches("test", 100, torch.device("cpu"))
+        (mirrored, _), = splits.eval_batches("test", 100, torch.device("cpu"), flip=True)
+        assert torch.equal(batch, got) and torch.equal(mirrored, got.flip(-1))
+        sizes = [len(b) for b, _ in splits.eval_batches("test", 10, torch.device("cpu"))]  # 10 views a batch
+        assert sizes == ([2, 2, 1] if mode == "five" else [1] * 5)
+        with pytest.raises(TypeError, match="evaluation views"):
+            next(splits.train_batches(4, "instance", torch.Generator(), torch.device("cpu")))
+
+
+def test_the_test_time_crops_of_grey_images_at_a_backbones_input_are_normalised_as_its_other_views():
+    x = images(4, 8, 8, channels=1)
+    plain = Splits(*(ImageSet(x, torch.arange(4), s) for s in ("train", "val", "test")), num_classes=5,
+                   mean=(0.5,), std=(0.2,), augment=Augment())
+    out, _ = at_backbone_input(plain, backbones.get("clip_vit_tiny")(5, 3), {"resolution": 0, "input_norm": "auto"})
+    (b, _), = with_tte_crops(out, 24, "five").eval_batches("test", 100, torch.device("cpu"))
+    crops = tte_crops(x, 32, 24, "five").expand(-1, -1, 3, -1, -1)  # grey repeated to the backbone's three
+    want = (crops.float() / 255 - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    assert b.shape == (4, 5, 3, 32, 32) and torch.allclose(b, want, atol=1e-6)
+    (own, _), = with_tte_crops(plain, 24, "ten").eval_batches("test", 100, torch.device("cpu"))  # the images' own side
+    assert own.shape == (4, 10, 1, 8, 8)
+
+
+@pytest.mark.parametrize("mode", ["five", "ten"])
+def test_an_image_folders_test_time_crops_are_torchvisions_resize_and_crops_of_each_decoded_image(tmp_path, mode):
+    """The image-file benchmarks keep their decoder and torchvision's v2 tensor transforms: Resize(crop + expand) of
+    each whole decoded image, then FiveCrop(crop) or TenCrop(crop)."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms import v2
+
+    write_image_folder(tmp_path / "folder", [4, 3, 2], sizes=(20, 36))
+    bench = benchmarks.get("imagefolder")()
+    params = {**bench.params, **bench.data_params(tmp_path / "folder", None), "test_per_class": 1, "val_per_class": 1}
+    loaded = bench.load(params, tmp_path / "folder", False, None)
+    splits, _ = at_backbone_input(loaded, backbones.get("clip_vit_tiny")(3, 3), {"resolution": 0, "input_norm": "auto"})
+    crops = with_tte_crops(splits, 24, mode)
+    assert isinstance(crops, CropFileSplits) and crops.transform.describe()["test"] == \
+        f"Resize(56) + {'Five' if mode == 'five' else 'Ten'}Crop(32) of each whole image"
+    crops.normalize = lambda b: b  # type: ignore[method-assign]
+    (batch, y), = crops.eval_batches("test", 100, torch.device("cpu"))
+    (mirrored, _), = crops.eval_batches("test", 100, torch.device("cpu"), flip=True)
+    view = v2.Compose([v2.Resize(56), v2.FiveCrop(32) if mode == "five" else v2.TenCrop(32)])
+    files = crops.test
+    assert batch.shape == (3, 5 if mode == "five" else 10, 3, 32, 32) and torch.equal(y, files.y)
+    for k, path in enumerate(files.paths):
+        img = decode_image(str(files.root / path), mode=ImageReadMode.RGB)
+        assert torch.equal(batch[k], torch.stack(view(img))), path
+    assert torch.equal(mirrored, batch.flip(-1))
 
 
 # ------------------------------------------------------------------------------ runs

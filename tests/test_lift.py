@@ -17,7 +17,6 @@ pytest.importorskip("timm")
 
 import open_clip  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from cifar_files import write_cifar  # noqa: E402
 from ltbench.methods.lift import LIFT  # noqa: E402
 from ltbench.methods.logit_adjust import log_prior  # noqa: E402
@@ -272,30 +271,31 @@ def test_ltbench_eval_of_a_lift_run_scores_its_test_report(lift_run):
 # ------------------------------------------------------------------------------ test-time ensembling
 
 
-def five_crops(big: torch.Tensor, size: int = 32) -> list[torch.Tensor]:
-    """torchvision's FiveCrop by hand: the four corners (tl, tr, bl, br) and the centre."""
-    h, w = big.shape[-2:]
-    origins = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
-               (int(round((h - size) / 2)), int(round((w - size) / 2)))]
-    return [big[..., t:t + size, s:s + size] for t, s in origins]
-
-
-@pytest.mark.parametrize("mode", ["five", "ten"])
-def test_crop_ensemble_is_the_mean_logits_of_the_crops_by_hand(mode):
+def test_crop_ensemble_is_the_mean_logits_of_the_views_and_takes_nothing_else():
     model = clip_model(mode="adaptformer")
     LIFT().prepare(model, lift_ctx())
     model.eval()
-    x = torch.randn(2, 3, 8, 11)
-    # their test transform: Resize(input + expand) of the shorter side (8 -> 56, 11 -> 77), then FiveCrop or
-    # TenCrop (the five crops of the image and of its mirror image) of the input size (32)
-    big = F.interpolate(x, size=(56, 77), mode="bilinear", antialias=True, align_corners=False)
-    views = five_crops(big) + (five_crops(big.flip(-1)) if mode == "ten" else [])
+    views = torch.randn(2, 5, 3, 32, 32)  # (N, K, C, H, W), as the data's test-time crops come
     with torch.no_grad():
-        hand = sum(model(v) for v in views) / len(views)
-        torch.testing.assert_close(CropEnsemble(model, 24, mode)(x), hand)
-        # views the data made, (N, K, C, H, W) as their test loader gives them: their mean logits over K
-        torch.testing.assert_close(CropEnsemble(model, 24, mode)(torch.stack(views, dim=1)), hand)
+        hand = sum(model(views[:, k]) for k in range(5)) / 5
+        torch.testing.assert_close(CropEnsemble(model, 24, "five")(views), hand)
+        with pytest.raises(ValueError, match=r"takes the crops of each image, \(N, K, C, H, W\), not \(2, 3, 32, 32\)"):
+            CropEnsemble(model)(views[:, 0])  # an image already cut to the evaluation view: not LIFT's crops
     assert CropEnsemble(model).classifier is model.classifier
+
+
+def pil_crops(x: torch.Tensor, mode: str, short: int = 56, size: int = 32) -> torch.Tensor:
+    """LIFT's test transform by hand on the PIL image of a uint8 (C, H, W) image: torchvision's Resize(short),
+    then FiveCrop(size) or TenCrop(size); (K, C, size, size) uint8."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms
+
+    a = x.permute(1, 2, 0).numpy()
+    img = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+    cut = transforms.FiveCrop(size) if mode == "five" else transforms.TenCrop(size)
+    crops = cut(transforms.Resize(short)(img))
+    return torch.stack([torch.from_numpy(np.array(c)).reshape(size, size, -1).permute(2, 0, 1) for c in crops])
 
 
 def spy(monkeypatch, cls: type) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -312,28 +312,42 @@ def spy(monkeypatch, cls: type) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return calls
 
 
-def test_a_lift_run_with_tte_reports_and_evaluates_through_the_crops(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", ["five", "ten"])
+def test_a_lift_run_with_tte_reports_and_evaluates_the_crops_of_each_whole_image_as_lift_by_hand(tmp_path,
+                                                                                                 monkeypatch, mode):
+    from ltbench.engine.evaluation import accuracy_report
+
     store = Store(tmp_path)
-    spec = resolve("lift", "digits_lt", backbone="clip_vit_tiny", epochs=1, sets=["train.tte=true"])
+    spec = resolve("lift", "digits_lt", backbone="clip_vit_tiny", epochs=1,
+                   sets=["train.tte=true", f"train.tte_crops={mode}"])
     calls = spy(monkeypatch, CropEnsemble)
     result = execute(spec, store, OPTS)
-    assert result["method_record"]["tte"] == {"crops": "five", "expand": 24}
-    assert calls  # the final report went through the ensemble
+    assert result["method_record"]["tte"] == {"crops": mode, "expand": 24}
+    crop = "FiveCrop" if mode == "five" else "TenCrop"
+    assert result["data_info"]["tte"].startswith(f"Resize(56) + {crop}(32) of each whole image")
     rd = store.run_dir(spec)
     splits = benchmarks.get("digits_lt")().load(spec.data, None)
     wrapped = load_model(rd, rd.spec(), result, splits, CPU)
-    assert isinstance(wrapped, CropEnsemble)
+    assert isinstance(wrapped, CropEnsemble) and (wrapped.expand, wrapped.mode) == (24, mode)
     model = wrapped.model.eval()
-    with torch.no_grad():  # each image the report scored (as the run's data gave it), by hand from model.pt
-        for x, out in calls:
-            h, w = x.shape[-2:]  # torchvision's Resize(56): the shorter side to 56, the other in proportion
-            size = (56, int(56 * w / h)) if h <= w else (int(56 * h / w), 56)
-            big = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-            hand = sum(model(v) for v in five_crops(big)) / 5
-            torch.testing.assert_close(out, hand, rtol=1e-4, atol=1e-5)
+    # LIFT's test loader by hand: each 8x8 digit (grey, as a PIL image) resized to 32 + 24 = 56 and cut into
+    # torchvision's five (ten) crops of 32, then three channels, ToTensor and CLIP's mean/std
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD))
+    crops = torch.stack([pil_crops(img, mode) for img in splits.test.x])  # (N, K, 1, 32, 32)
+    views = (crops.expand(-1, -1, 3, -1, -1).float() / 255 - mean) / std
+    given = torch.cat([x for x, _ in calls])  # what the final report gave the ensemble, in order: val, then test
+    test = slice(len(splits.val), len(splits.val) + len(splits.test))
+    torch.testing.assert_close(given[test], views, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        hand = torch.stack([model(views[:, k]) for k in range(views.shape[1])]).mean(0)  # their test(): the mean
+    torch.testing.assert_close(torch.cat([o for _, o in calls])[test], hand, rtol=1e-4, atol=1e-5)
+    report = accuracy_report(hand, splits.test.y, result["class_counts"], splits.shot_rule)
+    for key in ("top1", "class_mean", "many", "medium", "few", "per_class"):
+        assert report[key] == result["test"][key], key
     calls.clear()
     record, _ = run_eval(store, spec.run_id, "digits_lt", "test", EVAL_OPTS)
-    assert calls  # `ltbench eval` too
+    torch.testing.assert_close(torch.cat([x for x, _ in calls]), views, rtol=0, atol=1e-6)  # the same crops
+    assert record["data_info"]["tte"] == result["data_info"]["tte"]
     for key in ("top1", "class_mean", "many", "medium", "few", "per_class"):
         assert record["scores"][key] == result["test"][key], key
 
@@ -404,6 +418,32 @@ def test_a_benchmark_without_class_names_is_refused_in_one_line_before_anything_
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert f"{method} needs the class names of CIFAR-10-LT IR100" in r.output and "batches.meta is missing" in r.output
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("method, backbone, init, needs", [
+    ("lift", "clip_vit_tiny", "auto", True), ("lift", "clip_vit_tiny", "text", True),
+    ("lift", "clip_vit_tiny", "class_mean", False), ("lift", "clip_vit_tiny", "random", False),
+    ("lift", "timm_vit_tiny", "auto", False),  # auto: class_mean without a text tower
+    ("zeroshot", "clip_vit_tiny", None, True), ("ce", "clip_vit_tiny", None, False)])
+def test_a_method_needs_class_names_only_where_its_resolved_settings_read_them(method, backbone, init, needs):
+    from ltbench.registry import methods
+
+    spec = resolve(method, "digits_lt", backbone=backbone, sets=[f"train.init_head={init}"] if init else [])
+    assert methods.get(method)().needs_class_names(spec) is needs
+
+
+@pytest.mark.parametrize("init", ["class_mean", "random"])
+def test_lift_with_a_head_that_reads_no_class_names_runs_on_a_benchmark_without_them(tmp_path, monkeypatch, init):
+    from test_fm_data import small_cifar10
+
+    small_cifar10(tmp_path / "data", monkeypatch)  # 12 training images a class, 300 test images
+    (tmp_path / "data" / "cifar-10-batches-py" / "batches.meta").unlink()  # without its meta file: no names
+    r = invoke("run", "-m", "lift", "-d", "cifar10_lt", "-b", "clip_vit_tiny", "--data-root", tmp_path / "data",
+               "--no-download", "--device", "cpu", "--results", tmp_path / "res", "--epochs", 1, "--imbalance", 10,
+               "--set", f"train.init_head={init}", "--set", "data.val_per_class=2")
+    assert r.exit_code == 0, r.output
+    [result] = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("runs/*/lift/*/result.json")]
+    assert result["method_record"]["head_init"] == init and result["class_names"] is None
 
 
 # ------------------------------------------------------------------------------ decoupled methods on a pretrained backbone

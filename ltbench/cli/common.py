@@ -86,8 +86,11 @@ SyncBn = Annotated[bool, typer.Option("--sync-bn", help="DDP on CUDA: SyncBatchN
                                       "BatchNorm (recorded)")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the training step's model (recorded; "
                                        "pays off on GPUs, costs a compile at the start of every stage)")]
-KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features", help="stage-2 runs keep the "
-                                            "stage-1 backbone's features in its run folder and share them")]
+KeepFeatures = Annotated[bool, typer.Option("--keep-features/--no-keep-features", help="keep a frozen backbone's "
+                                            "features on disk and share them: a stage-1 backbone's in that run's "
+                                            "folder (its stage-2 runs read them), a pretrained backbone's in "
+                                            "<results>/features/ (every run on that backbone and data: linear probes, "
+                                            "stage 2); `ltbench clean --features` removes those no run needs")]
 TestEveryEpoch = Annotated[bool, typer.Option("--test-every-epoch", help="evaluate the test set after every "
                                                "epoch too (metrics.jsonl); by default only selection on test "
                                                "and the final report read it")]

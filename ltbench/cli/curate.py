@@ -1,4 +1,4 @@
-"""Curating the results store: `ltbench rm ID...` and `ltbench clean --failed|--incomplete|--where K=V`.
+"""Curating the results store: `ltbench rm ID...` and `ltbench clean --failed|--incomplete|--where K=V|--features`.
 
 Both list what they would remove (run, method, benchmark, state, size) and remove nothing without
 --yes. Every check runs before the first removal, so a refusal leaves the store as it was:
@@ -9,12 +9,20 @@ Both list what they would remove (run, method, benchmark, state, size) and remov
   them (or they are among the runs removed);
 - only directories inside ``<results>/runs/`` are removed: a run directory that is a symlink, or that
   resolves outside that folder, is refused.
-Each run is removed while holding its lock, so a run that starts meanwhile is left alone."""
+Each run is removed while holding its lock, so a run that starts meanwhile is left alone.
+
+`clean --features` removes the kept features of frozen backbones (ltbench.engine.training's features cache: a
+pretrained backbone's in ``<results>/features/<backbone>/``, shared by every run on it; a stage-1 run's in its
+``features/`` folder, read by its stage-2 runs) that no unfinished run may read: a folder is kept while a run
+on that backbone (a stage-2 run on that stage-1 run) is not done: running, unfinished, failed or pruned, i.e.
+one that the same command would resume or retry. Features are a cache only: a finished run never reads them
+again, and a run that finds none extracts them anew. Listed with their sizes; removed only with --yes."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +34,7 @@ from .common import DEFAULT_RESULTS, Where, user_errors
 if TYPE_CHECKING:  # the store and the specs are imported when a command runs: `ltbench --help` stays fast
     from ..results.store import RunDir, Store
 
+FEATURES = "features"  # ltbench.engine.training.FEATURES (not imported: it loads torch)
 Yes = typer.Option(False, "--yes", "-y", help="remove them (without it: only list what would be removed)")
 WithDependents = typer.Option(False, "--with-dependents",
                               help="also remove the stage-2 runs that build on a removed stage-1 run")
@@ -177,6 +186,84 @@ def _remove(store: Store, runs: list[RunDir], notes: dict[str, str], yes: bool) 
         raise LtbenchError(f"not removed: {'; '.join(failed)}.")
 
 
+@dataclass
+class FeatureFolder:
+    """A folder of kept features: ``of`` says whose, ``users`` the unfinished runs that may read it."""
+
+    path: Path
+    of: str
+    users: list[str] = field(default_factory=list)
+
+
+def _feature_folders(store: Store, removed: set[str]) -> list[FeatureFolder]:
+    """Every folder of kept features in the store (``<results>/features/<backbone>/``, and the ``features/`` of
+    each run not in ``removed``), each with the runs that may still read it: the runs not done (and not in
+    ``removed``) on that backbone, or on that stage-1 run. A run whose spec.json does not read is nobody's user
+    (it cannot run); a folder that is a symlink or resolves elsewhere is an error, before anything is removed."""
+    from ..spec.run_spec import RunSpec
+
+    shared: dict[str, FeatureFolder] = {}
+    root = store.root / FEATURES
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if p.is_dir() or p.is_symlink():  # one folder per backbone (a stray file is not ltbench's)
+                shared[p.name] = FeatureFolder(p, f"{p.name} (pretrained backbone, shared)")
+    runs = [rd for rd in store.runs() if rd.run_id not in removed]
+    own = {rd.run_id: FeatureFolder(rd.path / FEATURES, f"stage-1 run {rd.run_id} ({_where(rd)[0]}, {_where(rd)[1]})")
+           for rd in runs if (rd.path / FEATURES).exists() or (rd.path / FEATURES).is_symlink()}
+    for rd in runs:
+        if rd.is_done():
+            continue
+        try:
+            spec = RunSpec.from_json(rd.spec())
+        except (DamagedRecord, KeyError, TypeError, ValueError, LtbenchError):
+            continue
+        user = f"{_name(rd)[:-1]}, {rd.state()})"
+        for folder in (shared.get(spec.backbone.replace(":", "_")), own.get(spec.parent_id or "")):
+            if folder is not None:
+                folder.users.append(user)
+    folders = [*shared.values(), *own.values()]
+    base = store.root.resolve()
+    for f in folders:
+        if f.path.is_symlink() or not f.path.is_dir() or not f.path.resolve().is_relative_to(base):
+            raise LtbenchError(f"{f.path} is a symlink, not a folder, or resolves outside {base}; nothing removed: "
+                               "ltbench removes only feature folders inside the results folder; remove it by hand "
+                               "if you mean to.")
+    return folders
+
+
+def _remove_features(store: Store, folders: list[FeatureFolder], yes: bool) -> None:
+    """List the folders of kept features that no unfinished run may read (with their sizes) and those kept;
+    with ``yes`` remove the former (and ``<results>/features/`` when that leaves it empty)."""
+    from tabulate import tabulate
+
+    from .show import _size
+
+    for f in folders:
+        if f.users:
+            print(f"kept {f.path}: {len(f.users)} unfinished run{'s' if len(f.users) != 1 else ''} may read them "
+                  f"({', '.join(f.users[:3])}{', ...' if len(f.users) > 3 else ''})")
+    unused = [f for f in folders if not f.users]
+    if not unused:
+        print("no kept features to remove.")
+        return
+    sizes = [_bytes(f.path) for f in unused]
+    rows = [[str(f.path.relative_to(store.root)), f.of, _size(n)] for f, n in zip(unused, sizes, strict=True)]
+    print(tabulate(rows, headers=["features", "of", "size"], tablefmt="simple"))
+    total = _size(sum(sizes))
+    if not yes:
+        print(f"nothing removed; add --yes to remove these {len(unused)} feature folders ({total}).")
+        return
+    failed = [f"{f.path} ({errors[0]})" for f in unused if (errors := _rmtree(f.path))]
+    try:
+        (store.root / FEATURES).rmdir()  # only when empty
+    except OSError:
+        pass
+    print(f"removed {len(unused) - len(failed)} feature folders ({total}) from {store.root}.")
+    if failed:
+        raise LtbenchError(f"not removed: {'; '.join(failed)}.")
+
+
 @user_errors
 def rm(
     run_ids: list[str] = typer.Argument(..., metavar="ID", help="run ids, or their first characters (`ltbench status` lists them)"),
@@ -209,17 +296,24 @@ def clean(
     incomplete: bool = typer.Option(False, "--incomplete",
                                     help="the runs that stopped unfinished: no DONE, no FAILED, not running"),
     where: Where = None,
+    features: bool = typer.Option(False, "--features", help="the kept features of frozen backbones "
+                                  "(<results>/features/, stage-1 runs' features/) that no unfinished run may read "
+                                  "(with the options above: once their runs are removed)"),
     results: Path = typer.Option(DEFAULT_RESULTS, "--results", help="results root"),
     yes: bool = Yes, with_dependents: bool = WithDependents,
 ) -> None:
     """Remove the failed and/or unfinished runs of the store, or with --where KEY=VALUE the runs whose
-    setting has that value (finished ones too: `--where train.epochs=3` removes a smoke test's runs).
-    Without --yes it only lists them. A run that is running now (its lock is live) is never removed: it
-    is listed as skipped."""
-    if not (failed or incomplete or where):
-        raise LtbenchError("`ltbench clean`: say what to remove: --failed, --incomplete, --where KEY=VALUE, or "
-                           "several (--where then narrows the others).")
+    setting has that value (finished ones too: `--where train.epochs=3` removes a smoke test's runs);
+    with --features the kept features that no unfinished run may read (a cache: a finished run never reads
+    them again). Without --yes it only lists them. A run that is running now (its lock is live) is never
+    removed: it is listed as skipped."""
+    if not (failed or incomplete or where or features):
+        raise LtbenchError("`ltbench clean`: say what to remove: --failed, --incomplete, --where KEY=VALUE, "
+                           "--features, or several (--where then narrows --failed and --incomplete).")
     store = _store(results)
+    if not (failed or incomplete or where):
+        _remove_features(store, _feature_folders(store, set()), yes)
+        return
     chosen, skipped = [], []
     for rd in _matching(store, where):
         is_failed = rd.failed_file.exists()
@@ -234,9 +328,12 @@ def clean(
     if live:
         raise LtbenchError(f"the stage-2 run(s) {', '.join(map(_name, live))} are running now; nothing removed; "
                            "try again when they have finished.")
+    folders = _feature_folders(store, {rd.run_id for rd in runs}) if features else []  # its checks first
     for line in skipped:
         print(line)
     _remove(store, runs, notes, yes)
+    if features:
+        _remove_features(store, folders, yes)
 
 
 def _matching(store: Store, where: list[str] | None) -> list[RunDir]:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import torch
 
     from ..data.splits import ShotRule, TrainSplits
+    from ..method import Method, StageContext
     from ..results.store import RunDir, Store
 
 EVAL_PROTOCOL = 1
@@ -161,9 +162,18 @@ def shot_rule_of(result: dict[str, Any], fallback: ShotRule) -> ShotRule:
 
 def load_model(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], splits: TrainSplits,
                device: torch.device) -> torch.nn.Module:
-    """The run's reported model: its backbone, shaped by its method's ``prepare`` of every stage (as the
-    engine does before training: LWS's scaled classifier, LDAM's cosine one), with model.pt loaded
-    (checked against its recorded sha256)."""
+    """The run's reported model (``run_model``, through its method's ``report_model``: e.g. LIFT's test-time
+    ensembling, which reads the splits of ``report_splits``)."""
+    model, method, ctx = run_model(rd, spec, result, splits, device)
+    return method.report_model(model, ctx)
+
+
+def run_model(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], splits: TrainSplits,
+              device: torch.device) -> tuple[torch.nn.Module, Method, StageContext]:
+    """The run's model on ``device``: its backbone, shaped by its method's ``prepare`` of every stage (as the
+    engine does before training: LWS's scaled classifier, LDAM's cosine one), with model.pt loaded (checked
+    against its recorded sha256); and its method and last stage's context (for ``report_model`` and
+    ``report_splits``)."""
     import torch
 
     from ..method import StageContext
@@ -188,8 +198,7 @@ def load_model(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], splits:
     except RuntimeError as exc:
         raise LtbenchError(f"{rd.model_file} does not fit the {spec['backbone']} model of {spec['method']} "
                            f"({str(exc).splitlines()[0][:200]}).") from None
-    # scored as the run's final report scored it (e.g. LIFT's test-time ensembling)
-    return method.report_model(model.to(device, memory_format=torch.channels_last), ctx)
+    return model.to(device, memory_format=torch.channels_last), method, ctx
 
 
 def at_input(splits: TrainSplits, model: torch.nn.Module, data: dict[str, Any],
@@ -226,8 +235,10 @@ def score(rd: RunDir, spec: dict[str, Any], result: dict[str, Any], benchmark: s
                            f"{bench.in_channels}-channel ones.")
     if len(getattr(splits, split)) == 0:
         raise LtbenchError(f"{where} has no images in its {split} split; choose another with --split.")
-    model = load_model(rd, spec, result, splits, device)
-    splits = at_input(splits, model, data, spec["data"])
+    model, method, ctx = run_model(rd, spec, result, splits, device)
+    splits = at_input(splits, model, data, spec["data"])  # the bare model's input (a pretrained backbone's size)
+    # scored as the run's final report scored it (e.g. LIFT's test-time ensembling of each image's crops)
+    model, splits = method.report_model(model, ctx), method.report_splits(splits, ctx)
     bs = 1024 if device.type == "cuda" else 256
     try:
         logits, y = predict(model, splits, split, device, batch_size=bs)

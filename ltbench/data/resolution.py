@@ -22,7 +22,9 @@ pretrained backbone's own), and returns the splits to train on. The engine calls
 pretrained model still resizes inside (ltbench.models.pretrained.ImageTower) only where the side is not its
 fixed input size: a data.resolution other than a ViT's own (the record's ``in_model`` says so).
 ``resize_crop`` (a resize of the whole image, then a crop at a given place) is the primitive for other views
-of the evaluation images (test-time crops).
+of the evaluation images: ``with_tte_crops`` gives the splits whose evaluation batches are LIFT's test-time
+crops of each whole image, (N, K, C, H, W), which ltbench.models.tte.CropEnsemble averages (the final report
+and `ltbench eval` of a run with ``tte``, through ``Method.report_splits``).
 """
 
 from __future__ import annotations
@@ -30,18 +32,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..errors import LtbenchError
+from .images import ImageFileSplits, ImageTransform
 from .splits import Splits, normalize
 
 PRECISION_BITS = 22  # Pillow's fixed point for 8-bit images: 32 - 8 - 2 (Resample.c)
 SCALE = (0.08, 1.0)  # RandomResizedCrop's defaults (LIFT passes none)
 RATIO = (3 / 4, 4 / 3)
 TEST_RESIZE = (8, 7)  # LIFT's test transform: Resize(resolution * 8 // 7), then CenterCrop(resolution)
+CROPS = ("five", "ten")  # LIFT's test-time crops (tte_mode): FiveCrop, TenCrop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +161,30 @@ def resize_crop(x: torch.Tensor, short: int, size: int, top: int | None = None,
     return resample(x, rows, cols)
 
 
+def crop_origins(h: int, w: int, size: int) -> list[tuple[int, int]]:
+    """(top, left) of torchvision's FiveCrop of ``size`` x ``size`` in an h x w image, in its order: the
+    top-left, top-right, bottom-left and bottom-right corners, then the centre (CenterCrop's rounding)."""
+    if size > h or size > w:
+        raise ValueError(f"a {size} px crop does not fit a {h}x{w} image")
+    centre = (int(round((h - size) / 2.0)), int(round((w - size) / 2.0)))
+    return [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), centre]
+
+
+def tte_crops(x: torch.Tensor, size: int, expand: int, mode: str = "five") -> torch.Tensor:
+    """LIFT's test-time crops of uint8 images (N, C, H, W), (N, K, C, size, size): each whole image resized as
+    torchvision's Resize(size + expand) of a PIL image, then FiveCrop(size) (K = 5) or TenCrop(size) (K = 10:
+    those five, then the same five of the mirrored resized image, each a mirrored crop of it)."""
+    if mode not in CROPS:
+        raise ValueError(f"unknown crops {mode!r}; one of {', '.join(CROPS)}")
+    short = size + expand
+    rh, rw = resized_shape(*x.shape[-2:], short)
+    origins = crop_origins(rh, rw, size)
+    views = [resize_crop(x, short, size, top, left) for top, left in origins]
+    if mode == "ten":  # the crop at (top, left) of the mirror image is the mirror of the crop at (top, rw - left - size)
+        views += [resize_crop(x, short, size, top, rw - left - size).flip(-1) for top, left in origins]
+    return torch.stack(views, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # RandomResizedCrop's boxes, vectorised
 
@@ -224,6 +253,111 @@ class ResizedSplits(Splits):
         return normalize(x, self.mean, self.std)
 
 
+@dataclass
+class CropSplits(Splits):
+    """In-memory splits for evaluation only (the final report, `ltbench eval` of a run with test-time ensembling):
+    every unaugmented batch is ``tte_crops`` of its whole images, (N, K, C, ``size``, ``size``), normalised as
+    the splits they were made from normalise theirs, ``crop_batch`` images a batch; ``flip``: each crop
+    mirrored."""
+
+    size: int = 224
+    expand: int = 24
+    mode: str = "five"
+    grey_to_rgb: bool = False  # grey images repeated to three channels (ResizedSplits' rule)
+
+    def eval_view(self, x: torch.Tensor) -> torch.Tensor:
+        return tte_crops(x, self.size, self.expand, self.mode)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grey_to_rgb and x.shape[-3] == 1:
+            x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+        return normalize(x, self.mean, self.std)
+
+    def eval_batches(self, split: str, batch_size: int, device: torch.device,
+                     flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in super().eval_batches(split, crop_batch(batch_size, self.mode), device):
+            yield (x.flip(-1) if flip else x), y
+
+    def train_batches(self, *args: Any, **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise TypeError("CropSplits are evaluation views (test-time crops); train on the splits they were made from")
+
+
+@dataclass(frozen=True)
+class CropTransform(ImageTransform):
+    """An image-file benchmark's evaluation transform with test-time crops: Resize(crop + ``expand``) of the
+    whole image, then FiveCrop(crop) or TenCrop(crop), torchvision's tensor transforms (antialiased, as its
+    Resize + CenterCrop); each image gives (K, 3, crop, crop)."""
+
+    expand: int = 24
+    mode: str = "five"
+
+    def eval(self, img: torch.Tensor) -> torch.Tensor:
+        import torchvision.transforms.v2.functional as TF
+
+        big = TF.resize(img, [self.crop + self.expand], antialias=True)
+        cut = TF.five_crop if self.mode == "five" else TF.ten_crop
+        return torch.stack(list(cut(big, [self.crop, self.crop])))
+
+    def describe(self) -> dict[str, str]:
+        return {**super().describe(), "test": tte_view(self.crop, self.expand, self.mode)}
+
+
+@dataclass
+class CropFileSplits(ImageFileSplits):
+    """Image-file splits for evaluation only, through a ``CropTransform``: batches (N, K, 3, H, W) of
+    ``crop_batch`` images; ``flip``: each crop mirrored."""
+
+    def eval_batches(self, split: str, batch_size: int, device: torch.device,
+                     flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        assert isinstance(self.transform, CropTransform)
+        for x, y in super().eval_batches(split, crop_batch(batch_size, self.transform.mode), device):
+            yield (x.flip(-1) if flip else x), y
+
+    def train_batches(self, *args: Any, **kwargs: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise TypeError("CropFileSplits are evaluation views (test-time crops); train on the splits they were made "
+                        "from")
+
+
+def crop_batch(batch_size: int, mode: str) -> int:
+    """Images per batch of test-time crops: a batch holds about as many crops as a batch of single views holds
+    images (the model runs on each crop position of the batch in turn, ``batch_size`` // K images at a time)."""
+    return max(1, batch_size // (5 if mode == "five" else 10))
+
+
+def tte_view(size: int, expand: int, mode: str) -> str:
+    """The words for LIFT's test-time crops of ``size`` px with ``expand``."""
+    return f"Resize({size + expand}) + {'Five' if mode == 'five' else 'Ten'}Crop({size}) of each whole image"
+
+
+def with_tte_crops(splits: Any, expand: int, mode: str) -> Any:
+    """``splits`` whose evaluation batches are LIFT's test-time crops of each whole image, (N, K, C, H, W), at the
+    side the run's model reads (a ResizedSplits' size, an image-file benchmark's crop, else the images' own
+    side): ``CropSplits``, or ``CropFileSplits`` through a ``CropTransform``. For evaluation only; ``info["tte"]``
+    says which view."""
+    if mode not in CROPS:
+        raise LtbenchError(f"tte_crops={mode!r}: expected one of {', '.join(CROPS)}.")
+    if isinstance(splits, ImageFileSplits):
+        transform = CropTransform(**{f.name: getattr(splits.transform, f.name)
+                                     for f in dataclasses.fields(ImageTransform)}, expand=expand, mode=mode)
+        fields = {f.name: getattr(splits, f.name) for f in dataclasses.fields(ImageFileSplits)}
+        info = {**splits.info, "tte": f"{tte_view(transform.crop, expand, mode)}, torchvision's antialiased "
+                "resize; the mean of the crops' logits"}
+        return CropFileSplits(**{**fields, "transform": transform, "info": info})
+    if not isinstance(splits, Splits):
+        raise LtbenchError(f"test-time crops (tte) need the benchmark's images; these splits "
+                           f"({type(splits).__name__}) have none: set tte=false.")
+    h, w = splits.test.x.shape[-2:]
+    if not isinstance(splits, ResizedSplits) and h != w:
+        raise LtbenchError(f"test-time crops (tte) need square images or data at a backbone's resolution; these "
+                           f"are {h}x{w}: set data.resolution=N, or tte=false.")
+    size = splits.size if isinstance(splits, ResizedSplits) else h
+    fields = {f.name: getattr(splits, f.name) for f in dataclasses.fields(Splits)}
+    fields["info"] = {**splits.info, "tte": f"{tte_view(size, expand, mode)}, Pillow's bilinear; the mean of the "
+                      "crops' logits"}
+    return CropSplits(**fields, size=size, expand=expand, mode=mode,
+                      grey_to_rgb=isinstance(splits, ResizedSplits) and len(splits.mean) == 3)
+
+
 @dataclass(frozen=True)
 class BackboneInput:
     """What a run's images become: ``size`` px through LIFT's transforms (0: the benchmark's own
@@ -263,8 +397,6 @@ def at_backbone_input(splits: Any, model: Any, data: Any) -> tuple[Any, dict[str
     unchanged; an image-file benchmark's ``data_info.transform`` is updated too): the side, the train and test transforms, the normalisation and whose it is, where the model
     still resizes (``in_model``: a side other than a fixed-size backbone's own, e.g. a ViT's), and
     ``summary``, the line method_record.backbone.input keeps."""
-    from .images import ImageFileSplits
-
     inp = backbone_input(model, data)
     if inp.size == 0 and inp.norm == "benchmark":
         return splits, None

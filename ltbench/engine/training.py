@@ -352,7 +352,7 @@ def execute(spec: RunSpec, store: Store, opts: RunOptions, force: bool = False) 
         check_initial_weights(opts.init_weights, spec.init)
     locate_run_weights(spec, opts.backbone_weights, opts.download)  # a pretrained backbone's weights: before any record
     names = _class_names(spec, bench, splits, opts)  # for the record, and for a method that reads them (CLIP text)
-    if method.needs_class_names and names is None:
+    if method.needs_class_names(spec) and names is None:
         raise LtbenchError(class_names_missing(bench, spec.data, Path(opts.data_root), spec.method))
     title = f"{spec.method}/{spec.benchmark}/{spec.run_id[:8]}"
     note = default_note(spec)  # imagefolder's pretrained backbone by default, and how to train from scratch
@@ -543,15 +543,15 @@ def _run(spec: RunSpec, rd: RunDir, bench: Any, method: Method, splits: TrainSpl
         records.update(ctx.record)
     train_s = time.time() - t0
     t1 = time.time()
-    reported = method.report_model(model, ctx)
-    if feats is not None and reported is model and \
+    reported, viewed = method.report_model(model, ctx), method.report_splits(splits, ctx)  # e.g. LIFT's tte
+    if feats is not None and reported is model and viewed is splits and \
             feature_key(model.features, feature_data(spec.data), device, opts.eval_batch_size) == key:
         # the backbone is still the one the features came from: evaluate the classifier on them
         report = final_report(ClassifierHead(model.classifier), feats, device, opts.eval_batch_size)
         records["final_eval"] = "cached_features"
     else:
-        report = final_report(reported, splits, device, opts.eval_batch_size)
-    result = _record(spec, bench, splits, selected, report, records, device, opts, dist, train_s, time.time() - t1,
+        report = final_report(reported, viewed, device, opts.eval_batch_size)
+    result = _record(spec, bench, viewed, selected, report, records, device, opts, dist, train_s, time.time() - t1,
                      names)
     result["params"] = counted.record(model, param_extra(model))  # trainable (in any stage) and total
     if dist.is_main:

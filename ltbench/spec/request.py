@@ -372,7 +372,7 @@ def check_specs(specs: list[RunSpec], data_root: Path, split_root: Path | None, 
             benchmarks.get(spec.benchmark)().check_data(spec.data, Path(data_root), download, split_root)
         for problem in methods.get(spec.method)().backbone_problems(spec.backbone):
             raise LtbenchError(problem)
-        if methods.get(spec.method).needs_class_names:
+        if methods.get(spec.method)().needs_class_names(spec):
             _check_class_names(spec, Path(data_root), split_root)
         from ..models.pretrained import backbone_problems
 
