@@ -291,30 +291,47 @@ def build_table(results: Iterable[dict[str, Any]], *, benchmarks: list[str] | No
     if reference:
         notes += _add_published(rows, columns, methods, layout)
         missing = _missing(rows, columns, results, layout)
+    notes += _general_notes(rows, rs, columns, per_benchmark)
+    ordered = dict(sorted(rows.items(), key=lambda kv: layout.sort_key(kv[0])))
+    return {"title": _title(rows, columns, per_benchmark, select), "columns": columns, "per_benchmark": per_benchmark,
+            "rows": ordered, "select": select, "reference": reference, "notes": notes, "missing": missing,
+            "n_records": len(rs)}
+
+
+def _cells_with_runs(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
+
+
+def _general_notes(rows: dict[str, dict[str, Any]], rs: list[dict[str, Any]], columns: list[str],
+                   per_benchmark: bool) -> list[str]:
+    """The notes that explain the table's marks and conventions: eval rows, the shot rule, pretraining on the
+    benchmark's images, iNaturalist's val set, † (selected on test) and ‡ (flip-averaged)."""
+    notes = []
     if any(row.endswith(")") and " (eval of " in row for row in rows):
         notes.append("eval of RUN: `ltbench eval` scores of that run's model on another benchmark instance (no "
                      "selection; many/medium/few by the run's own training counts)")
     notes += _shot_rule_notes(rs, per_benchmark) + pretraining_notes(rs)  # pretrained on the benchmark's images
     if any("iNaturalist" in c for c in columns):
         notes.append("iNaturalist 2018: selected and reported on its val set (the benchmark's convention)")
-    cells = [c for cs in rows.values() for c in cs.values() if c.get("seeds")]
-    on_test = [c for c in cells if c.get("selected_on_test")]
-    if on_test:
+    cells = _cells_with_runs(rows)
+    if any(c.get("selected_on_test") for c in cells):
         notes.append("†: checkpoint chosen on the test set (labelled, not a clean protocol)")
     if any(c.get("flip_averaged") for c in cells):
         notes.append("‡: test accuracy averaged over each image and its mirror image (data.report=test_flip_avg, "
                      "as the WB authors' code reports)")
+    return notes
 
-    ordered = dict(sorted(rows.items(), key=lambda kv: layout.sort_key(kv[0])))
+
+def _title(rows: dict[str, dict[str, Any]], columns: list[str], per_benchmark: bool, select: str) -> str:
+    cells = _cells_with_runs(rows)
+    on_test = [c for c in cells if c.get("selected_on_test")]
     if select == "last":
         kind = "last epoch"
     elif on_test and len(on_test) == len(cells):
         kind = "checkpoints selected on test †"
     else:
         kind = "selected on validation" + (" († on test)" if on_test else "")
-    title = (f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}")
-    return {"title": title, "columns": columns, "per_benchmark": per_benchmark, "rows": ordered,
-            "select": select, "reference": reference, "notes": notes, "missing": missing, "n_records": len(rs)}
+    return f"{columns[0]}: test top-1 (%), {kind}" if per_benchmark else f"test top-1 (%), {kind}"
 
 
 # with every stage's epochs and tuning mode: what a table never chooses across by default
